@@ -1,0 +1,75 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder over the item sequence.
+
+Pre-LayerNorm blocks with scaled_dot_product_attention; the mask is causal AND hides padded keys, so a
+padded history position can never leak into a real one. One pass trains every position of a sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dynrec.config import ModelConfig
+from dynrec.models.base import DotProductRecommender
+from dynrec.models.head import MLPHead, Weights
+
+
+class Block(nn.Module):
+    """LayerNorm -> masked self-attention -> residual; LayerNorm -> point-wise feed-forward -> residual."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"hidden_size {d} is not divisible by num_heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # (B, L, d) each
+        q, k, v = (t.view(B, L, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, dh)
+        p = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, L, dh)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, L, d)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class SASRec(DotProductRecommender):
+    def __init__(self, n_items: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.n_items = n_items
+        self.max_len = cfg.max_len
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, d)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = MLPHead([d, *cfg.head_hidden, d], cfg.head_activation, residual=True)
+        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+        L = seq.shape[1]
+        if self.max_len < L:
+            seq, L = seq[:, -self.max_len :], self.max_len
+        valid = seq > 0  # (B, L)
+        positions = torch.arange(self.max_len - L, self.max_len, device=seq.device)  # most recent = max_len - 1
+        x = self.item_emb(seq) * math.sqrt(self.item_emb.embedding_dim) + self.pos_emb(positions)  # (B, L, d)
+        x = self.emb_drop(x) * valid.unsqueeze(-1)
+        causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # (L, L)
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)  # (B, 1, L, L); self-attention keeps pads finite
+        for block in self.blocks:
+            x = block(x, mask) * valid.unsqueeze(-1)
+        return self.head(self.norm(x), weights)  # (B, L, d)
