@@ -1,0 +1,103 @@
+"""Checkpoints: weights as safetensors, config and id maps as JSON, training state for resuming.
+
+Every file is written to a temporary name and renamed, so an interrupted write never leaves half a file.
+Nothing is unpickled: weights load through safetensors, training state through torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dynrec.config import RunConfig, config_from_dict
+from dynrec.data.preprocess import SequenceData
+from dynrec.errors import CheckpointError
+from dynrec.models import Recommender, build_model
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+IDMAP = "idmap.json"
+STATE = "trainer_state.pt"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename tmp_path to path (same directory, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n"))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+def save_checkpoint(directory: Path, model: Recommender, cfg: RunConfig, data: SequenceData) -> None:
+    """Write the model weights, its run config and the raw-id maps (so raw ids round-trip)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(directory / WEIGHTS, model)
+    write_json(directory / CONFIG, {"config": cfg.to_dict(), "n_items": data.n_items, "dataset": data.stats()})
+    write_json(directory / IDMAP, {"users": data.user_ids.tolist(), "items": data.item_ids.tolist()})
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Recommender, RunConfig, dict]:
+    """Rebuild the model from config.json and load its safetensors weights; returns (model, config, id maps)."""
+    directory = Path(directory)
+    for name in (WEIGHTS, CONFIG, IDMAP):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: missing {name}; not a dynrec checkpoint")
+    meta = json.loads((directory / CONFIG).read_text())
+    cfg = config_from_dict(meta["config"], str(directory / CONFIG))
+    model = build_model(cfg.model, meta["n_items"])
+    load_weights(model, directory / WEIGHTS)
+    idmap = json.loads((directory / IDMAP).read_text())
+    return model.to(device).eval(), cfg, idmap
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights, naming the first missing, unexpected or mis-shaped tensor."""
+    tensors = load_file(str(path))
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in tensors:
+            raise CheckpointError(f"{path}: missing tensor {name!r}")
+        if tensors[name].shape != tensor.shape:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                  f"expected {tuple(tensor.shape)}")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensor {extra[0]!r}")
+    model.load_state_dict(tensors)
+
+
+def save_state(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)

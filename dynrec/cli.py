@@ -1,0 +1,63 @@
+"""Command line: `dynrec train | evaluate | demo | data`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dynrec import api
+from dynrec.errors import DynrecError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config; writes checkpoint and result.json")
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--protocol", dest="protocols", action="append", choices=["full", "sampled"])
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="write the metrics JSON here")
+
+    p = sub.add_parser("demo", help="the main job: SASRec and GRU4Rec on ml-100k, with a results table")
+    p.add_argument("--out-dir", default="runs/demo")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("data", help="load a dataset and print its statistics")
+    p.add_argument("dataset", help="registered name or file path")
+    p.add_argument("--data-dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            result = api.train(args.config, args.overrides, resume=not args.fresh, progress=not args.no_progress)
+            print(api.results_table([result]))
+        elif args.command == "evaluate":
+            result = api.evaluate_checkpoint(args.checkpoint, args.split, args.protocols, args.data_dir, args.out)
+            print(json.dumps(result["metrics"], indent=2))
+        elif args.command == "demo":
+            print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
+        elif args.command == "data":
+            from dynrec.data import load_dataset
+
+            print(json.dumps(load_dataset(args.dataset, args.data_dir).stats(), indent=2))
+    except DynrecError as error:
+        print(f"dynrec: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The training loop: losses, validation-based early stopping, atomic checkpoints, exact resume.
+
+Selection uses the validation target only; the test target is scored once, with the selected weights.
+Resuming restores model, optimizer, data order and dropout RNG, so an interrupted run ends where an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dynrec.checkpoint import (
+    STATE,
+    WEIGHTS,
+    load_state,
+    load_weights,
+    save_checkpoint,
+    save_state,
+    write_json,
+)
+from dynrec.config import RunConfig
+from dynrec.data.batching import sequence_training_rows, uniform_negatives, window_training_samples
+from dynrec.data.preprocess import SequenceData, load_dataset
+from dynrec.errors import CheckpointError, ConfigError
+from dynrec.evaluate import PROTOCOLS, evaluate
+from dynrec.machine import machine_info
+from dynrec.models import Recommender, build_model
+
+RESULT = "result.json"
+RESUMABLE_CHANGES = {"epochs", "patience", "device", "threads"}  # train keys that may differ on resume
+PROTOCOL_NOTES = {
+    "full": "rank all items; the user's earlier items are excluded except the target; ties count against the target",
+    "sampled": "target + 99 items the user never interacted with, uniform, seed fixed per dataset; ties count against",
+}
+
+
+def log(message: str) -> None:
+    """One progress line, flushed at once so a log file written in the background is current."""
+    tqdm.write(message)
+    sys.stdout.flush()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def data_for(cfg: RunConfig) -> SequenceData:
+    """Load the dataset a run config names, with its filters."""
+    d = cfg.data
+    return load_dataset(d.dataset, d.data_dir, d.format, d.rating_threshold, d.min_user_count,
+                        d.min_item_count, d.iterative_kcore)
+
+
+def training_tensors(cfg: RunConfig, data: SequenceData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets): sequence mode gives (U, L) and (U, L); window mode (S, L) and (S,)."""
+    if cfg.train.mode == "sequence":
+        if cfg.model.name == "din":
+            raise ConfigError("train.mode: DIN scores one target per history; use mode: window")
+        rows = torch.from_numpy(sequence_training_rows(data, cfg.model.max_len))
+        return rows[:, :-1], rows[:, 1:]
+    if cfg.train.mode == "window":
+        hist, target = window_training_samples(data, cfg.model.max_len)
+        return torch.from_numpy(hist), torch.from_numpy(target)
+    raise ConfigError(f"train.mode: unknown mode {cfg.train.mode!r} (expected sequence or window)")
+
+
+def _check_config(cfg: RunConfig) -> None:
+    t = cfg.train
+    if t.loss not in ("ce", "bce"):
+        raise ConfigError(f"train.loss: unknown loss {t.loss!r} (expected ce or bce)")
+    if t.select_protocol not in PROTOCOLS:
+        raise ConfigError(f"train.select_protocol: {t.select_protocol!r} is not one of {PROTOCOLS}")
+    for protocol in cfg.eval.protocols:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"eval.protocols: {protocol!r} is not one of {PROTOCOLS}")
+    metric, _, k = t.select_metric.partition("@")
+    if metric not in ("ndcg", "hr", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
+        raise ConfigError(f"train.select_metric: {t.select_metric!r} must be ndcg|hr|mrr@K with K in eval.ks")
+
+
+def _resume_state(run_dir: Path, cfg: RunConfig) -> dict | None:
+    path = run_dir / STATE
+    if not path.is_file():
+        return None
+    state = load_state(path)
+    saved, current = state["config"], cfg.to_dict()
+    for section, values in current.items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            old = saved[section] if key is None else saved.get(section, {}).get(key)
+            if old != value and not (section == "train" and key in RESUMABLE_CHANGES) and section != "out_dir":
+                raise CheckpointError(
+                    f"{path}: cannot resume, {section}.{key} was {old!r} and is now {value!r}; "
+                    "use another out_dir or --fresh"
+                )
+    return state
+
+
+def train(
+    cfg: RunConfig, data: SequenceData | None = None, resume: bool = True, progress: bool = True
+) -> dict:
+    """Train, select on validation, evaluate on test; write checkpoint and result.json into the run dir."""
+    _check_config(cfg)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    data = data if data is not None else data_for(cfg)
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg.model, data.n_items).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    generator = torch.Generator().manual_seed(t.seed)
+    inputs, targets = training_tensors(cfg, data)
+    state = _resume_state(run_dir, cfg) if resume else None
+    if state is None:
+        state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "bad_checks": 0, "history": [], "train_seconds": 0.0}
+    else:
+        model.load_state_dict(state.pop("model"))
+        optimizer.load_state_dict(state.pop("optimizer"))
+        generator.set_state(state.pop("generator"))
+        torch.set_rng_state(state.pop("torch_rng"))
+        log(f"resuming {run_dir} at epoch {state['epoch']} (best {t.select_metric} {state['best']:.4f})")
+    started = time.perf_counter()
+    while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
+        epoch = state["epoch"]
+        tic = time.perf_counter()
+        loss = _train_epoch(model, optimizer, inputs, targets, cfg, generator, device, epoch, progress)
+        record = {"epoch": epoch + 1, "loss": round(loss, 5), "train_seconds": round(time.perf_counter() - tic, 3)}
+        state["train_seconds"] += record["train_seconds"]
+        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            valid = evaluate(model, data, "valid", [t.select_protocol], cfg.eval.ks, cfg.eval.batch_size,
+                             cfg.eval.sampled_negatives, cfg.eval.sample_seed)
+            score = valid[t.select_protocol][t.select_metric]
+            record[f"valid_{t.select_protocol}_{t.select_metric}"] = score
+            if score > state["best"]:
+                state.update(best=score, best_epoch=epoch + 1, bad_checks=0)
+                save_checkpoint(run_dir, model, cfg, data)
+            else:
+                state["bad_checks"] += 1
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        log(" ".join(f"{k}={v}" for k, v in record.items()))
+        save_state(run_dir / STATE, {
+            **state, "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        })
+    if not (run_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{run_dir}: no validation check ran, so no model was selected (epochs={t.epochs})")
+    load_weights(model, run_dir / WEIGHTS)
+    result = {
+        "dataset": data.stats(),
+        "model": cfg.model.name,
+        "seed": t.seed,
+        "config": cfg.to_dict(),
+        "protocols": {p: PROTOCOL_NOTES[p] for p in cfg.eval.protocols},
+        "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric,
+                      "best_epoch": state["best_epoch"], "best_value": state["best"]},
+        "epochs": state["epoch"],
+        "train_seconds": round(state["train_seconds"], 2),
+        "seconds_per_epoch": round(state["train_seconds"] / max(state["epoch"], 1), 3),
+        "wall_seconds_this_session": round(time.perf_counter() - started, 2),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "history": state["history"],
+        "machine": machine_info(),
+    }
+    result.update(evaluation_report(model, data, cfg))
+    write_json(run_dir / RESULT, result)
+    return result
+
+
+def evaluation_report(model: Recommender, data: SequenceData, cfg: RunConfig) -> dict:
+    """Validation and test metrics under every configured protocol, with the time evaluation took."""
+    report: dict = {}
+    for split in ("valid", "test"):
+        tic = time.perf_counter()
+        metrics = evaluate(model, data, split, cfg.eval.protocols, cfg.eval.ks, cfg.eval.batch_size,
+                           cfg.eval.sampled_negatives, cfg.eval.sample_seed)
+        metrics.pop("_per_user")
+        report[split] = metrics
+        report[f"{split}_eval_seconds"] = round(time.perf_counter() - tic, 3)
+    return report
+
+
+def length_bucketed_batches(inputs: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of rows with similar history lengths, so little compute is spent on padding.
+
+    Rows are ordered by length with random tie-breaking, cut into batches, and the batches shuffled.
+    """
+    lengths = (inputs > 0).sum(1).double()
+    jitter = torch.rand(len(inputs), generator=generator, dtype=torch.float64)
+    order = torch.argsort(lengths + jitter)
+    batches = list(order.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def trim_padding(seq: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop leading columns that are padding in every row (exact: models align positions to the end)."""
+    longest = int((seq > 0).sum(1).max())
+    if targets.dim() == 2:
+        return seq[:, -longest:], targets[:, -longest:]
+    return seq[:, -longest:], targets
+
+
+def _train_epoch(
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: RunConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    epoch: int,
+    progress: bool,
+) -> float:
+    t = cfg.train
+    model.train()
+    batches = length_bucketed_batches(inputs, t.batch_size, generator)
+    total, steps = 0.0, 0
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+    for index in bar:
+        seq, target = trim_padding(inputs[index].to(device), targets[index].to(device))
+        negatives = None
+        if t.loss == "bce":
+            negatives = uniform_negatives(model.n_items, (*target.shape, t.num_negatives), generator, device)
+        loss = model.training_loss(seq, target, t.loss, negatives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        total += loss.item()
+        steps += 1
+        bar.set_postfix(loss=f"{total / steps:.4f}")
+    return total / max(steps, 1)
