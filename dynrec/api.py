@@ -12,7 +12,8 @@ from dynrec.machine import machine_info
 from dynrec.train import PROTOCOL_NOTES, data_for
 from dynrec.train import train as _train
 
-DEMO_MODELS = ("sasrec", "gru4rec")
+ROOT = Path(__file__).resolve().parent.parent  # the repository (configs/ lives beside the package)
+DEMO_CONFIGS = ("configs/ml-100k/sasrec.yaml", "configs/ml-100k/gru4rec.yaml")
 
 
 def train(
@@ -61,11 +62,9 @@ def evaluate_checkpoint(
 def demo(out_dir: str | Path = "runs/demo", progress: bool = True) -> list[dict]:
     """The main job on the embedded ml-100k: train SASRec and GRU4Rec, evaluate both protocols on test."""
     results = []
-    for name in DEMO_MODELS:
-        cfg = load_config(None, [
-            "data.dataset=ml-100k", f"model.name={name}", "model.max_len=50", "train.epochs=60",
-            "train.patience=8", f"out_dir={Path(out_dir) / name}",
-        ])
+    for config in DEMO_CONFIGS:
+        name = Path(config).stem
+        cfg = load_config(ROOT / config, ["train.epochs=100", "train.patience=10", f"out_dir={Path(out_dir) / name}"])
         results.append(_train(cfg, resume=True, progress=progress))
     return results
 

@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML run config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--data-dir", help="directory holding the registered datasets (default: $DYNREC_DATA)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
-            result = api.train(args.config, args.overrides, resume=not args.fresh, progress=not args.no_progress)
+            overrides = args.overrides + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+            result = api.train(args.config, overrides, resume=not args.fresh, progress=not args.no_progress)
             print(api.results_table([result]))
         elif args.command == "evaluate":
             result = api.evaluate_checkpoint(args.checkpoint, args.split, args.protocols, args.data_dir, args.out)

@@ -39,6 +39,13 @@ def test_states_are_causal(name):
     assert not torch.allclose(before[:, -1], after[:, -1])
 
 
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_last_state_is_the_final_position_of_states(name):
+    model, seq = _model(name), _histories()
+    assert torch.allclose(model.last_state(seq), model.states(seq)[:, -1], atol=1e-5)
+    assert torch.isfinite(model.last_state(torch.zeros(2, 3, dtype=torch.long))).all()  # empty histories stay finite
+
+
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "din"])
 def test_extra_left_padding_changes_nothing(name):
     model, seq = _model(name), _histories(length=8)

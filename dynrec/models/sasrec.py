@@ -33,13 +33,17 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, d) -> (B, L, d); with last_only, only the most recent position queries: (B, 1, d)."""
         B, L, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # (B, L, d) each
-        q, k, v = (t.view(B, L, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, dh)
+        if last_only:
+            x, q = x[:, -1:], q[:, -1:]
+        q = q.reshape(B, -1, self.heads, d // self.heads).transpose(1, 2)  # (B, H, Lq, dh)
+        k, v = (t.view(B, L, self.heads, d // self.heads).transpose(1, 2) for t in (k, v))  # (B, H, L, dh)
         p = self.dropout if self.training else 0.0
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, L, dh)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, L, d)))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, Lq, dh)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, -1, d)))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -55,11 +59,12 @@ class SASRec(DotProductRecommender):
         self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(d)
         self.head = MLPHead([d, *cfg.head_hidden, d], cfg.head_activation, residual=True)
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+    def _encode(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
         L = seq.shape[1]
         if self.max_len < L:
             seq, L = seq[:, -self.max_len :], self.max_len
@@ -70,6 +75,15 @@ class SASRec(DotProductRecommender):
         causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # (L, L)
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)  # (B, 1, L, L); self-attention keeps pads finite
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
+            if last_only and index == len(self.blocks) - 1:  # ranking needs the last position only
+                return block(x, mask[:, :, -1:], last_only=True)[:, 0]  # (B, d)
             x = block(x, mask) * valid.unsqueeze(-1)
-        return self.head(self.norm(x), weights)  # (B, L, d)
+        return x[:, -1] if last_only else x
+
+    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+        return self.head(self.norm(self._encode(seq, last_only=False)), weights)  # (B, L, d)
+
+    def last_state(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+        """The state after the most recent item, computing the final block for that one query only."""
+        return self.head(self.norm(self._encode(seq, last_only=True)), weights)  # (B, d)
