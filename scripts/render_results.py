@@ -1,0 +1,91 @@
+"""Render docs/results/*.json and benchmarks/results/*.json into the README's results section.
+
+Every figure in the README comes from a committed result file through this script; rerun it after a
+result lands:  python scripts/render_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+FOUNDATION = [  # (file, what the issue asks of it)
+    ("ml-1m_sasrec_full.json", "full"),
+    ("ml-1m_gru4rec_full.json", "full"),
+    ("beauty_sasrec_full.json", "full"),
+    ("ml-1m_din_sampled.json", "sampled"),
+]
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def foundation_table() -> list[str]:
+    lines = [
+        "| dataset | model | protocol | NDCG@10 | HR@10 | NDCG@5 | HR@5 | epochs (best) | s/epoch | train time "
+        "| file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, protocol in FOUNDATION:
+        result = _load(ROOT / "docs/results" / name)
+        if result is None:
+            lines.append(f"| {name} | | | not run yet | | | | | | | |")
+            continue
+        test = result["test"][protocol]
+        lines.append(
+            f"| {result['dataset']['name']} | {result['model']} | {protocol} | {test['ndcg@10']:.4f} | "
+            f"{test['hr@10']:.4f} | {test['ndcg@5']:.4f} | {test['hr@5']:.4f} | "
+            f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} | "
+            f"{result['train_seconds'] / 60:.0f} min | [json](docs/results/{name}) |"
+        )
+    return lines
+
+
+def benchmark_lines() -> list[str]:
+    lines = []
+    peer = _load(ROOT / "benchmarks/results/recbole_peer.json")
+    if peer is not None:
+        r, d = peer["recbole"], peer["dynrec"]
+        lines += [
+            "",
+            "RecBole peer (ml-100k, same leave-one-out split, same sizes, both scored by dynrec's full ranking; "
+            "[json](benchmarks/results/recbole_peer.json)):",
+            "",
+            "| | NDCG@10 | HR@10 | s/epoch | epochs |",
+            "|---|---|---|---|---|",
+            f"| RecBole 1.2.1 SASRec | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['seconds_per_epoch']:.1f} | "
+            f"{r['epochs']} |",
+            f"| dynrec SASRec | {d['ndcg@10']:.4f} | {d['hr@10']:.4f} | {d['seconds_per_epoch']:.2f} | {d['epochs']} |",
+            "",
+            f"RecBole's seconds per epoch / dynrec's: **{peer['ratio_seconds_per_epoch']:.1f}x**.",
+        ]
+    speed = _load(ROOT / "benchmarks/results/eval_speed.json")
+    if speed is not None:
+        lines += [
+            "",
+            f"Full-ranking evaluation of the ML-1M test set ({speed['dataset']['users']:,} users x "
+            f"{speed['dataset']['items']:,} items, SASRec L = {speed['max_len']}): median "
+            f"**{speed['median_seconds']} s** ([json](benchmarks/results/eval_speed.json)).",
+        ]
+    machine = next((r["machine"] for r in map(_load, sorted((ROOT / "docs/results").glob("*.json"))) if r), None)
+    if machine is not None:
+        lines += ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, no GPU."]
+    return lines
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    block = "\n".join([START, *foundation_table(), *benchmark_lines(), END])
+    text = readme.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no {START} ... {END} block to fill")
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
+if __name__ == "__main__":
+    main()
