@@ -35,6 +35,12 @@ class ModelConfig:
     head_hidden: list[int] = field(default_factory=lambda: [64])  # hidden sizes of the head MLP
     head_activation: str = "relu"  # relu | gelu | tanh | sigmoid
     attention_hidden: list[int] = field(default_factory=lambda: [80, 40])  # DIN's attention MLP
+    dynamic: bool = False  # DUET: a generator makes each sample's head weights from its recent items
+    generator_source: str = "gru"  # gru: its own GRU over the recent window | backbone: the encoder's state (cheaper)
+    generator_form: str = "full"  # full: W = W0 + G(z), every entry generated | lowrank: W = W0 + U S(z) V, K x K core
+    generator_rank: int = 8  # K of the low-rank form; cost O(in K + K^2 + K out) per sample instead of O(in out)
+    generator_window: int = 10  # recent items the gru source reads (the DUET setting: 10)
+    code_size: int = 32  # size of the code z every generated weight is a linear function of
 
 
 @dataclass
@@ -54,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    init_from: str | None = None  # a static run dir whose weights start the (dynamic) model's backbone
+    freeze_backbone: bool = False  # train only the generator: generated heads stay in the static model's space
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dynrec.data.preprocess import SequenceData, load_dataset
 from dynrec.errors import CheckpointError, ConfigError
 from dynrec.evaluate import PROTOCOLS, evaluate
 from dynrec.machine import machine_info
-from dynrec.models import Recommender, build_model
+from dynrec.models import DynamicRecommender, Recommender, build_model
 
 RESULT = "result.json"
 RESUMABLE_CHANGES = {"epochs", "patience", "device", "threads"}  # train keys that may differ on resume
@@ -93,6 +93,19 @@ def _check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.select_metric: {t.select_metric!r} must be ndcg|hr|mrr@K with K in eval.ks")
 
 
+def _initialise(model: Recommender, cfg: RunConfig) -> list[torch.nn.Parameter]:
+    """Load `train.init_from` into the backbone and freeze it when asked; returns the parameters to train."""
+    t = cfg.train
+    backbone = model.backbone if isinstance(model, DynamicRecommender) else model
+    if t.init_from:
+        load_weights(backbone, Path(t.init_from) / WEIGHTS)
+    if t.freeze_backbone:
+        if not (t.init_from and isinstance(model, DynamicRecommender)):
+            raise ConfigError("train.freeze_backbone: needs model.dynamic: true and train.init_from (a static run)")
+        backbone.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def _resume_state(run_dir: Path, cfg: RunConfig) -> dict | None:
     path = run_dir / STATE
     if not path.is_file():
@@ -124,7 +137,8 @@ def train(
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg.model, data.n_items).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    trainable = _initialise(model, cfg)
+    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
     generator = torch.Generator().manual_seed(t.seed)
     inputs, targets = training_tensors(cfg, data)
     state = _resume_state(run_dir, cfg) if resume else None

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dynrec.models.head import Weights
+from dynrec.models.head import MLPHead, Weights
 from dynrec.models.losses import bce_loss, full_cross_entropy
 
 
@@ -43,14 +43,26 @@ def _pad_column(scores: torch.Tensor) -> torch.Tensor:
 
 
 class DotProductRecommender(Recommender):
-    """Encoders that map a history to one state per position, scored by dot product with item embeddings."""
+    """Encoders that map a history to one feature per position; the head turns a feature into a user state,
+    scored by dot product with the item embeddings. Subclasses implement `features` (and may speed up
+    `last_features`); the head's weights are swappable per sample."""
 
-    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
-        """(B, L) -> (B, L, d) the user state after each position (causal), passed through the head."""
+    head: MLPHead
+
+    def features(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L, d) the encoder's output after each position (causal), before the head."""
         raise NotImplementedError
 
+    def last_features(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, d) the encoder's output after the most recent item."""
+        return self.features(seq)[:, -1]
+
+    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+        """(B, L) -> (B, L, d) the user state after each position: features through the head."""
+        return self.head(self.features(seq), weights)
+
     def last_state(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
-        return self.states(seq, weights)[:, -1]  # (B, d)
+        return self.head(self.last_features(seq), weights)  # (B, d)
 
     def score_candidates(self, seq, candidates, weights=None):
         user = self.last_state(seq, weights)  # (B, d)
@@ -61,21 +73,32 @@ class DotProductRecommender(Recommender):
 
     def training_loss(self, seq, targets, loss, negatives=None, weights=None):
         states = self.states(seq, weights)  # (B, L, d)
-        if targets.dim() == 1:
-            states, targets = states[:, -1:], targets[:, None]
-            keep = targets > 0
-        else:
-            keep = (targets > 0) & (seq > 0)  # a target needs at least one item before it
-        h = states[keep]  # (P, d): only real positions reach the output layer
-        positives = targets[keep]  # (P,)
+        keep = training_positions(seq, targets)
+        targets = targets[:, None] if targets.dim() == 1 else targets
+        negatives = negatives if negatives is None or negatives.dim() == 3 else negatives[:, None]
+        states = states[:, -targets.shape[1] :]  # window mode scores the last position only
+        return self.loss_from_states(states[keep], targets[keep], loss, None if negatives is None else negatives[keep])
+
+    def loss_from_states(
+        self, h: torch.Tensor, positives: torch.Tensor, loss: str, negatives: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean loss of (P, d) states against their (P,) next items: full softmax (ce) or sampled (bce)."""
         if loss == "ce":
             return full_cross_entropy(h, self.item_emb.weight[1:], positives - 1)  # softmax over all N items
         if loss == "bce":
             if negatives is None:
                 raise ValueError("bce needs negatives")
-            neg = negatives[keep] if negatives.dim() == 3 else negatives.reshape(len(h), -1)  # (P, k)
             pos_logit = (h * self.item_emb(positives)).sum(-1)  # (P,)
-            neg_logit = torch.einsum("pd,pkd->pk", h, self.item_emb(neg))  # (P, k)
+            neg_logit = torch.einsum("pd,pkd->pk", h, self.item_emb(negatives))  # (P, k)
             return bce_loss(pos_logit, neg_logit)
         raise ValueError(f"unknown loss {loss!r}: expected ce or bce")
 
+
+def training_positions(seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Which (row, position) pairs carry a training target: (B, L) for sequence mode, (B, 1) for window mode.
+
+    In sequence mode a target needs at least one real item before it; in window mode every row is a sample.
+    """
+    if targets.dim() == 1:
+        return (targets > 0)[:, None]
+    return (targets > 0) & (seq > 0)

@@ -10,7 +10,7 @@ from torch import nn
 
 from dynrec.config import ModelConfig
 from dynrec.models.base import DotProductRecommender
-from dynrec.models.head import MLPHead, Weights
+from dynrec.models.head import MLPHead
 
 
 def realign(seq_like: torch.Tensor, lengths: torch.Tensor, to_left: bool) -> torch.Tensor:
@@ -40,11 +40,11 @@ class GRU4Rec(DotProductRecommender):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+    def features(self, seq: torch.Tensor) -> torch.Tensor:
         if seq.shape[1] > self.max_len:
             seq = seq[:, -self.max_len :]
         lengths = (seq > 0).sum(1)  # (B,)
         right = realign(seq, lengths, to_left=False)  # (B, L) real items first
         out, _ = self.gru(self.emb_drop(self.item_emb(right)))  # (B, L, d); states past the length are unused
         out = realign(out, lengths, to_left=True) * (seq > 0).unsqueeze(-1)  # back to left-padded
-        return self.head(self.out_drop(out), weights)  # (B, L, d)
+        return self.out_drop(out)  # (B, L, d)

@@ -8,22 +8,43 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-Weights = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: W (in, out) or (B, in, out); b (out) or (B, out)
+
+@dataclass(frozen=True)
+class LowRank:
+    """A per-sample weight kept factored, W_i = base + left @ core_i @ right (APG); never formed in `linear`."""
+
+    base: torch.Tensor  # (in, out), shared
+    left: torch.Tensor  # (in, K), shared
+    core: torch.Tensor  # (B, K, K), one per sample
+    right: torch.Tensor  # (K, out), shared
+
+    def dense(self) -> torch.Tensor:
+        """(B, in, out): the explicit per-sample weights (for tests and for splicing)."""
+        return self.base + self.left @ self.core @ self.right
+
+
+Weight = torch.Tensor | LowRank
+Weights = list[tuple[Weight, torch.Tensor]]  # per layer: W (in, out), (B, in, out) or LowRank; b (out) or (B, out)
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x @ W + b for x (B, ..., in) with shared W (in, out) or per-sample W (B, in, out)."""
-    if weight.dim() == 2:
+def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor) -> torch.Tensor:
+    """x @ W + b for x (B, ..., in) with shared W (in, out), per-sample W (B, in, out) or a LowRank W."""
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
         return x @ weight + bias
     flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, in)
-    out = torch.baddbmm(bias.unsqueeze(1), flat, weight)  # (B, T, out)
+    bias = bias.unsqueeze(1) if bias.dim() == 2 else bias  # (B, 1, out) or (out,)
+    if isinstance(weight, LowRank):  # ((x U) S_i) V without forming W_i
+        out = flat @ weight.base + torch.bmm(flat @ weight.left, weight.core) @ weight.right + bias
+        return out.reshape(*x.shape[:-1], weight.base.shape[-1])
+    out = torch.baddbmm(bias.expand(len(flat), 1, -1), flat, weight)  # (B, T, out)
     return out.reshape(*x.shape[:-1], weight.shape[-1])
 
 

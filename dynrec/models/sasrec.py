@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from dynrec.config import ModelConfig
 from dynrec.models.base import DotProductRecommender
-from dynrec.models.head import MLPHead, Weights
+from dynrec.models.head import MLPHead
 
 
 class Block(nn.Module):
@@ -81,9 +81,9 @@ class SASRec(DotProductRecommender):
             x = block(x, mask) * valid.unsqueeze(-1)
         return x[:, -1] if last_only else x
 
-    def states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
-        return self.head(self.norm(self._encode(seq, last_only=False)), weights)  # (B, L, d)
+    def features(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.norm(self._encode(seq, last_only=False))  # (B, L, d)
 
-    def last_state(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
-        """The state after the most recent item, computing the final block for that one query only."""
-        return self.head(self.norm(self._encode(seq, last_only=True)), weights)  # (B, d)
+    def last_features(self, seq: torch.Tensor) -> torch.Tensor:
+        """The output after the most recent item, computing the final block for that one query only."""
+        return self.norm(self._encode(seq, last_only=True))  # (B, d)

@@ -1,0 +1,142 @@
+"""The DUET-style dynamic models: batched per-sample heads equal one-at-a-time scoring, generation depends
+on the history and only on it, gradients reach the generator, and the low-rank form is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dynrec.config import load_config
+from dynrec.errors import ConfigError
+from dynrec.models import DynamicRecommender, build_model
+from dynrec.models.generator import recent_windows
+from dynrec.models.head import LowRank, linear
+from dynrec.train import train
+from tests.conftest import tiny_model_config
+
+N_ITEMS = 40
+VARIANTS = [(name, source, form) for name in ("sasrec", "gru4rec", "din") for source in ("gru", "backbone")
+            for form in ("full", "lowrank") if not (name == "din" and source == "backbone")]
+
+
+def _dynamic(name: str, source: str = "gru", form: str = "full") -> DynamicRecommender:
+    torch.manual_seed(0)
+    cfg = tiny_model_config(name, dynamic=True, generator_source=source, generator_form=form, generator_rank=4,
+                            generator_window=5, code_size=8)
+    model = build_model(cfg, N_ITEMS).eval()
+    with torch.no_grad():  # make the generated deltas large enough to matter in the comparisons
+        for layer in (*model.generator.weight_maps, *model.generator.bias_maps):
+            layer.weight.mul_(20.0)
+    return model
+
+
+def _histories(batch: int = 6, length: int = 12, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, N_ITEMS + 1, (batch, length), generator=g)
+    lengths = torch.tensor([12, 9, 5, 3, 1, 12])[:batch]
+    return seq.masked_fill(torch.arange(length)[None, :] < (length - lengths)[:, None], 0)
+
+
+@pytest.mark.parametrize(("name", "source", "form"), VARIANTS)
+def test_batched_per_sample_heads_equal_one_at_a_time(name, source, form):
+    model, seq = _dynamic(name, source, form), _histories()
+    cand = torch.randint(1, N_ITEMS + 1, (len(seq), 7), generator=torch.Generator().manual_seed(4))
+    batched = model.score_candidates(seq, cand)
+    single = torch.cat([model.score_candidates(seq[i : i + 1], cand[i : i + 1]) for i in range(len(seq))])
+    assert torch.allclose(batched, single, atol=1e-5)
+    assert torch.allclose(model.score_all(seq).gather(1, cand), batched, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["full", "lowrank"])
+def test_generated_weights_follow_the_history(form):
+    model = _dynamic("sasrec", "gru", form)
+    seq = _histories()
+    seq[5] = seq[0]  # rows 0 and 5: the same history
+    dense = [w.dense() if isinstance(w, LowRank) else w for w, _ in model.generate(seq)]
+    for weight in dense:
+        assert weight.shape[0] == len(seq)
+        assert torch.equal(weight[0], weight[5])
+        assert not torch.allclose(weight[0], weight[1])  # different histories, different heads
+
+
+def test_generation_reads_only_the_window():
+    model = _dynamic("sasrec", "gru")
+    seq = _histories(length=12)
+    older = seq.clone()
+    older[:, :4] = torch.randint(1, N_ITEMS + 1, (len(seq), 4))  # change items outside the 5-item window
+    first, second = model.generate(seq), model.generate(older)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, second, strict=True))
+
+
+def test_padding_does_not_enter_the_generator_gru():
+    model = _dynamic("sasrec", "gru")
+    seq = _histories()[:, -4:]  # short windows, some left-padded
+    padded = torch.nn.functional.pad(seq, (6, 0))
+    assert all(torch.allclose(a, b, atol=1e-6) for (a, _), (b, _) in
+               zip(model.generate(seq), model.generate(padded), strict=True))
+
+
+@pytest.mark.parametrize(("name", "mode"), [("sasrec", "sequence"), ("gru4rec", "window"), ("din", "window")])
+def test_gradients_reach_the_generator(name, mode):
+    model = _dynamic(name).train()
+    seq = _histories()
+    if mode == "sequence":
+        targets, loss = torch.roll(seq, -1, 1).masked_fill(seq == 0, 0), "ce"
+        targets[:, -1] = 1
+        negatives = None
+    else:
+        targets, loss = torch.randint(1, N_ITEMS + 1, (len(seq),)), "bce"
+        negatives = torch.randint(1, N_ITEMS + 1, (len(seq), 4))
+    model.training_loss(seq, targets, loss, negatives).backward()
+    for pname, p in model.generator.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_low_rank_form_equals_the_explicit_product():
+    torch.manual_seed(0)
+    base, left, core, right = torch.randn(6, 5), torch.randn(6, 3), torch.randn(4, 3, 3), torch.randn(3, 5)
+    bias, x = torch.randn(4, 5), torch.randn(4, 7, 6)
+    factored = LowRank(base, left, core, right)
+    explicit = base + torch.einsum("ik,bkl,lo->bio", left, core, right)  # (B, in, out)
+    assert torch.allclose(factored.dense(), explicit, atol=1e-5)
+    expected = torch.einsum("bti,bio->bto", x, explicit) + bias[:, None]
+    assert torch.allclose(linear(x, factored, bias), expected, atol=1e-4)
+
+
+def test_sequence_mode_windows_are_each_positions_own():
+    seq = torch.tensor([[0, 0, 3, 4, 5]])
+    windows = recent_windows(seq, 3)
+    assert windows.tolist() == [[[0, 0, 0], [0, 0, 0], [0, 0, 3], [0, 3, 4], [3, 4, 5]]]
+
+
+def test_a_zero_generator_is_the_static_model():
+    model = _dynamic("gru4rec")
+    with torch.no_grad():
+        for layer in (*model.generator.weight_maps, *model.generator.bias_maps):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    seq = _histories()
+    assert torch.allclose(model.score_all(seq)[:, 1:], model.backbone.score_all(seq)[:, 1:], atol=1e-5)
+
+
+def test_din_refuses_the_backbone_source():
+    with pytest.raises(ConfigError, match="din has no candidate-free state"):
+        build_model(tiny_model_config("din", dynamic=True, generator_source="backbone"), N_ITEMS)
+
+
+def test_dynamic_on_a_frozen_static_model(tmp_path, cyclic_file):
+    tiny = ["model.hidden_size=16", "model.max_len=10", "model.head_hidden=[16]", "model.dropout=0.0",
+            "train.batch_size=16", "train.lr=0.01", "eval.sampled_negatives=10", "eval.protocols=[full]"]
+    static = load_config(None, [f"data.dataset={cyclic_file}", f"out_dir={tmp_path / 'static'}", *tiny,
+                                "train.epochs=3"])
+    train(static, progress=False)
+    dynamic = load_config(None, [f"data.dataset={cyclic_file}", f"out_dir={tmp_path / 'dynamic'}", *tiny,
+                                 "train.epochs=2", "model.dynamic=true", f"train.init_from={tmp_path / 'static'}",
+                                 "train.freeze_backbone=true"])
+    result = train(dynamic, progress=False)
+    before = load_file(str(tmp_path / "static" / "model.safetensors"))
+    after = load_file(str(tmp_path / "dynamic" / "model.safetensors"))
+    assert all(torch.equal(before[name], after[f"backbone.{name}"]) for name in before)  # frozen: unchanged
+    assert any(name.startswith("generator.") for name in after)
+    assert result["test"]["full"]["ndcg@10"] > 0
