@@ -1,10 +1,11 @@
-"""Command line: `dynrec train | evaluate | demo | data`."""
+"""Command line: `dynrec train | evaluate | demo | experiment | data`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from dynrec import api
 from dynrec.errors import DynrecError
@@ -33,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs/demo")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("experiment", help="run (or resume) a cached grid of runs and write docs/results/")
+    p.add_argument("name", choices=["dynamic"], help="dynamic: static vs dynamic twins")
+    p.add_argument("--datasets", nargs="+", default=["ml-1m", "beauty", "douban-book", "douban-music"])
+    p.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec", "din"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--setting", choices=["paper", "full"], default="paper",
+                   help="paper: window 10, BCE, d=32 (sampled protocol); full: the configs' full-CE setting")
+    p.add_argument("--root", default="runs/experiments", help="where the cached runs live")
+    p.add_argument("--out-dir", default="docs/results")
+
     p = sub.add_parser("data", help="load a dataset and print its statistics")
     p.add_argument("dataset", help="registered name or file path")
     p.add_argument("--data-dir")
@@ -51,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result["metrics"], indent=2))
         elif args.command == "demo":
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
+        elif args.command == "experiment":
+            from dynrec.experiments import dynamic
+
+            rows = dynamic.static_vs_dynamic(args.datasets, args.backbones, args.seeds, args.setting, Path(args.root))
+            dynamic.write_outputs(rows, args.setting, Path(args.out_dir))
+            print(f"{len(rows)} rows -> {args.out_dir}/dynamic_{args.setting}.csv")
         elif args.command == "data":
             from dynrec.data import load_dataset
 

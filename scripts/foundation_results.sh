@@ -8,7 +8,7 @@ mkdir -p docs/results
 for run in ${runs[@]}; do
     dataset="${run%/*}"; model="${run#*/}"
     protocol=$([ "$model" = din ] && echo sampled || echo full)
-    out="runs/${dataset}-${model}"
-    .venv/bin/dynrec train --config "configs/${run}.yaml" --set "out_dir=${out}" --no-progress >> "${out}.log" 2>&1
+    out="runs/${dataset}-${model}-seed0"   # the configs' default run directory
+    .venv/bin/dynrec train --config "configs/${run}.yaml" --no-progress >> "${out}.log" 2>&1
     cp "${out}/result.json" "docs/results/${dataset}_${model}_${protocol}.json"
 done

@@ -1,0 +1,1 @@
+"""Experiments: the papers' tables as runnable, cached grids of runs."""

@@ -1,0 +1,67 @@
+"""Runs cached by their config: a run's directory name holds a hash of its full config, so an interrupted
+experiment resumes where it stopped (finished runs are read back, a half-trained one resumes from its
+trainer state) and can be spread over several sittings."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from dynrec.checkpoint import atomic_write
+from dynrec.config import RunConfig, load_config
+from dynrec.train import RESULT, train
+
+ROOT = Path(__file__).resolve().parent.parent.parent  # the repository: configs/ lives here
+
+# The DUET/CKI papers' training setting (DESIGN section 3): the last 10 items, BCE with 4 sampled negatives,
+# embedding size 32, models selected on the sampled protocol.
+PAPER_SETTING = [
+    "model.hidden_size=32", "model.max_len=10", "model.head_hidden=[32]", "model.num_heads=1",
+    "train.mode=window", "train.loss=bce", "train.num_negatives=4", "train.batch_size=1024", "train.lr=0.001",
+    "train.epochs=100", "train.patience=5", "train.select_protocol=sampled", "model.generator_window=10",
+]
+
+
+def config_key(cfg: RunConfig) -> str:
+    """A short stable hash of everything that defines a run except where it is written."""
+    values = cfg.to_dict()
+    values.pop("out_dir")
+    values["train"].pop("threads")
+    values["train"].pop("device")
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def experiment_config(dataset: str, backbone: str, overrides: list[str]) -> RunConfig:
+    """The dataset x backbone config from configs/, with the experiment's overrides applied."""
+    return load_config(ROOT / "configs" / dataset / f"{backbone}.yaml", overrides)
+
+
+def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False) -> dict:
+    """Train the run unless its result exists; `tag` only makes the directory name readable."""
+    name = f"{Path(cfg.data.dataset).name}-{cfg.model.name}-{tag}-s{cfg.train.seed}-{config_key(cfg)}"
+    cfg.out_dir = str(root / name)
+    result_file = Path(cfg.out_dir) / RESULT
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    if os.environ.get("DYNREC_CACHED_ONLY"):  # report what exists without training more
+        return {}
+    return train(cfg, progress=progress)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write rows atomically, columns in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)

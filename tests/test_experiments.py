@@ -1,0 +1,34 @@
+"""Cached experiment runs: the cache key, reuse without retraining, and the seed summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynrec.config import load_config
+from dynrec.experiments import dynamic, runner
+
+
+def test_config_key_ignores_placement_but_not_content():
+    a = load_config(None, ["out_dir=x", "train.threads=2"])
+    b = load_config(None, ["out_dir=y", "train.threads=1"])
+    c = load_config(None, ["train.seed=1"])
+    assert runner.config_key(a) == runner.config_key(b) != runner.config_key(c)
+
+
+def test_a_finished_run_is_read_back_not_retrained(tmp_path, cyclic_file, monkeypatch):
+    cfg = load_config(None, [f"data.dataset={cyclic_file}", "model.hidden_size=8", "model.max_len=6",
+                             "model.head_hidden=[8]", "train.epochs=1", "eval.sampled_negatives=10"])
+    first = runner.run_cached(cfg, tmp_path, "t")
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("retrained a cached run"))
+    again = load_config(None, [f"data.dataset={cyclic_file}", "model.hidden_size=8", "model.max_len=6",
+                               "model.head_hidden=[8]", "train.epochs=1", "eval.sampled_negatives=10"])
+    assert runner.run_cached(again, tmp_path, "t")["test"] == first["test"]
+
+
+def test_summary_reports_mean_std_and_relative_change():
+    rows = [{"dataset": "d", "backbone": "b", "variant": v, "protocol": "sampled", "seed": s, "ndcg@5": x}
+            for v, s, x in [("static", 0, 0.1), ("static", 1, 0.3), ("dynamic", 0, 0.3), ("dynamic", 1, 0.5)]]
+    table = dynamic.summary_markdown(rows, "sampled")
+    assert "| d | b | static | 2 | 0.2000 ± 0.1414 |" in table
+    assert "| d | b | dynamic | 2 | 0.4000 ± 0.1414 |" in table
+    assert "| d | b | dynamic vs static | | +100.0% |" in table
