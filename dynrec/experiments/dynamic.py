@@ -20,7 +20,13 @@ METRICS = ("ndcg@5", "hr@5", "ndcg@10", "hr@10", "auc", "uauc")
 
 
 def static_vs_dynamic(
-    datasets: list[str], backbones: list[str], seeds: list[int], setting: str, root: Path, progress: bool = False
+    datasets: list[str],
+    backbones: list[str],
+    seeds: list[int],
+    setting: str,
+    root: Path,
+    progress: bool = False,
+    threads: int = 0,
 ) -> list[dict]:
     """Train (or read back) every static and dynamic twin; rows of test metrics per protocol."""
     rows = []
@@ -28,7 +34,8 @@ def static_vs_dynamic(
         for backbone in backbones:
             for seed in seeds:
                 for variant, extra in VARIANTS.items():
-                    cfg = experiment_config(dataset, backbone, [*SETTINGS[setting], f"train.seed={seed}", *extra])
+                    overrides = [*SETTINGS[setting], f"train.seed={seed}", f"train.threads={threads}", *extra]
+                    cfg = experiment_config(dataset, backbone, overrides)
                     result = run_cached(cfg, root, f"{setting}-{variant}", progress)
                     for protocol, metrics in result.get("test", {}).items():
                         rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
