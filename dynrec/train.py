@@ -25,7 +25,7 @@ from dynrec.checkpoint import (
     save_state,
     write_json,
 )
-from dynrec.config import RunConfig
+from dynrec.config import RunConfig, config_from_dict
 from dynrec.data.batching import sequence_training_rows, uniform_negatives, window_training_samples
 from dynrec.data.preprocess import SequenceData, load_dataset
 from dynrec.errors import CheckpointError, ConfigError
@@ -111,7 +111,8 @@ def _resume_state(run_dir: Path, cfg: RunConfig) -> dict | None:
     if not path.is_file():
         return None
     state = load_state(path)
-    saved, current = state["config"], cfg.to_dict()
+    saved = config_from_dict(state["config"], str(path)).to_dict()  # keys added since then take their defaults
+    current = cfg.to_dict()
     for section, values in current.items():
         for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
             old = saved[section] if key is None else saved.get(section, {}).get(key)

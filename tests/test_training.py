@@ -112,3 +112,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, cyclic_file):
     a = json.loads((tmp_path / "interrupted" / "result.json").read_text())
     b = json.loads((tmp_path / "reference" / "result.json").read_text())
     assert a["test"] == b["test"] and a["epochs"] == b["epochs"] == epochs
+
+
+def test_resume_accepts_a_state_saved_before_a_config_key_existed(tmp_path, cyclic_file):
+    train(_cfg(tmp_path, cyclic_file, "train.epochs=1"), progress=False)
+    path = tmp_path / "run" / STATE
+    state = torch.load(path, weights_only=True)
+    del state["config"]["model"]["dynamic"]  # as written by a version without that key
+    torch.save(state, path)
+    result = train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
+    assert result["epochs"] == 2
