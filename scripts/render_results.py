@@ -33,13 +33,15 @@ def foundation_table() -> list[str]:
     for name, protocol in FOUNDATION:
         result = _load(ROOT / "docs/results" / name)
         if result is None:
-            lines.append(f"| {name} | | | not run yet | | | | | | | |")
+            dataset, model, _ = name.removesuffix(".json").split("_")
+            lines.append(f"| {dataset} | {model} | {protocol} | not run yet | | | | | | | |")
             continue
         test = result["test"][protocol]
         lines.append(
             f"| {result['dataset']['name']} | {result['model']} | {protocol} | {test['ndcg@10']:.4f} | "
             f"{test['hr@10']:.4f} | {test['ndcg@5']:.4f} | {test['hr@5']:.4f} | "
-            f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} | "
+            f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} "
+            f"({result['machine']['torch_threads']} thr) | "
             f"{result['train_seconds'] / 60:.0f} min | [json](docs/results/{name}) |"
         )
     return lines
