@@ -22,20 +22,34 @@ targets in one pass per user (~39k targets, 8 batches); `ratio_seconds_per_train
 On a machine shared with other jobs, pass --threads 1: torch's default of one thread per core slows
 both sides several-fold when another process holds a core.
 
-Writes benchmarks/results/recbole_peer.json; scratch files (data, dynrec run) go to runs/recbole_peer/.
+The full benchmark takes hours, so it resumes: rerun the same command after an interruption (kill -9
+included) and it continues where it stopped. dynrec trains first (minutes) and resumes through its own
+run dir; RecBole saves its whole training state (model, optimizer, early-stopping counters, best weights,
+epoch times, validation history, every RNG the training draws from) atomically after every epoch and
+continues from the next one, so the result equals an uninterrupted run's except for the timings. Saved
+state belongs to one output file and one set of settings (seed, epoch cap, patience, device, library
+versions, a hash of the benchmark files); a rerun with other settings is refused and names the setting
+that differs (--threads may change). --fresh discards the saved state; --quick always starts afresh.
+
+Writes benchmarks/results/recbole_peer.json; scratch files (data, dynrec run, RecBole state) go to
+runs/recbole_peer/ (the full run's state to runs/recbole_peer/full/, --quick's to runs/recbole_peer/quick/).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
+import math
 import os
+import random
 import shlex
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +57,12 @@ import recbole
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
-from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender import SASRec
 from recbole.trainer import Trainer
-from recbole.utils import init_seed
+from recbole.utils import early_stopping, init_seed
 
-from dynrec.checkpoint import load_checkpoint, write_json
+from dynrec.checkpoint import load_checkpoint, load_state, save_state, write_json
 from dynrec.config import load_config
 from dynrec.data.batching import history, window_training_samples
 from dynrec.data.preprocess import SequenceData, load_dataset
@@ -59,6 +72,10 @@ from dynrec.train import log, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "runs" / "recbole_peer"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "recbole_peer.json"
+QUICK_OUT = RUN_DIR / "quick.json"
+SETTINGS = "settings.json"  # in a state dir: the settings its saved state was made with
+RECBOLE_STATE = "recbole_state.pt"  # in a state dir: RecBole's training state after its last finished epoch
 DYNREC_CONFIG = ROOT / "configs" / "ml-100k" / "sasrec.yaml"
 TOKEN = "ml100k-loo"  # RecBole's dataset name for the benchmark files
 SPLITS = ("train", "valid", "test")
@@ -98,6 +115,15 @@ def write_benchmark_files(data: SequenceData, directory: Path, max_len: int) -> 
         os.replace(tmp, path)
         counts[split] = len(users)
     return counts
+
+
+def benchmark_files_hash(directory: Path) -> str:
+    """sha256 over the benchmark files RecBole reads (names and contents), for the resume check."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        path = directory / f"{TOKEN}.{split}.inter"
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def check_split(data: SequenceData, loaders: dict, max_len: int) -> np.ndarray:
@@ -143,38 +169,51 @@ def working_directory(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-class TimedTrainer(Trainer):
-    """RecBole's Trainer, timing each training pass and keeping the best weights in memory.
+class ResumeRefused(SystemExit):
+    """Saved state that does not belong to this command; exits with the message, naming the setting."""
 
-    Keeping the best state in memory replaces RecBole's pickled .pth checkpoint, which torch>=2.6 would
-    not load back (weights_only) and which would land in a checkpoint folder of its own.
-    """
 
-    def __init__(self, config: Config, model: SASRec) -> None:
-        super().__init__(config, model)
-        self.epoch_seconds: list[float] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_epoch = -1
+def check_settings(recorded: dict, current: dict, path: Path) -> None:
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key) != current.get(key):
+            raise ResumeRefused(
+                f"{path}: cannot resume: {key} was {recorded.get(key)!r} and is now {current.get(key)!r}. "
+                f"Rerun with the same settings to continue, or pass --fresh to discard the saved state "
+                f"in {path.parent}."
+            )
 
-    def _train_epoch(
-        self, train_data: TrainDataLoader, epoch_idx: int, loss_func: Callable | None = None,
-        show_progress: bool = False,
-    ) -> float:
-        tic = time.perf_counter()
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
-        self.epoch_seconds.append(time.perf_counter() - tic)
-        self._last_loss = loss / len(train_data)
-        return loss
 
-    def _valid_epoch(self, valid_data: FullSortEvalDataLoader, show_progress: bool = False) -> tuple[float, dict]:
-        score, result = super()._valid_epoch(valid_data, show_progress)
-        log(f"recbole epoch={len(self.epoch_seconds)} loss={self._last_loss:.5f} "
-            f"train_seconds={self.epoch_seconds[-1]:.3f} valid_full_ndcg@10={score:.6f}")
-        return score, result
+def rng_state(loader_generator: torch.Generator, device: str) -> dict:
+    """Every RNG RecBole's training draws from, as tensors, lists and numbers (loadable with weights_only):
+    torch's (dropout), the training loader's generator (shuffling), numpy's and Python's, CUDA's on cuda."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "train_loader": loader_generator.get_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if device == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    def _save_checkpoint(self, epoch: int, verbose: bool = True, **kwargs: object) -> None:
-        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.best_epoch = epoch + 1
+
+def set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    loader_generator.set_state(state["train_loader"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class RecBoleScorer:
@@ -206,7 +245,7 @@ class RecBoleScorer:
         return self.score_all(seq).gather(1, candidates.cpu())
 
 
-def recbole_config(args: argparse.Namespace, data_dir: Path) -> Config:
+def recbole_config(args: argparse.Namespace, data_dir: Path, workdir: Path) -> Config:
     settings = {
         # data: the benchmark files, dynrec's split as is
         "data_path": str(data_dir.parent),
@@ -248,7 +287,7 @@ def recbole_config(args: argparse.Namespace, data_dir: Path) -> Config:
         # machinery
         "use_gpu": args.device == "cuda",
         "gpu_id": "0" if args.device == "cuda" else "",
-        "checkpoint_dir": str(RUN_DIR / "recbole" / "saved"),
+        "checkpoint_dir": str(workdir / "saved"),  # created by the Trainer, left empty
         "show_progress": False,
         "save_dataset": False,
         "save_dataloaders": False,
@@ -266,10 +305,63 @@ def recbole_config(args: argparse.Namespace, data_dir: Path) -> Config:
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible
 
 
-def run_recbole(args: argparse.Namespace, data: SequenceData) -> dict:
+def fit_recbole(trainer: Trainer, loaders: dict, args: argparse.Namespace, settings: dict,
+                state_path: Path) -> dict:
+    """RecBole's Trainer.fit, epoch by epoch, saving the whole training state after each epoch and resuming
+    from it. Validation every epoch and RecBole's own early_stopping rule, as fit applies them: a score at
+    least as high as the best so far (ties included) becomes the best and resets the count; training stops
+    after `patience` checks in a row without one (stopping_step = patience - 1). Returns the progress dict
+    (best weights under "best_model")."""
+    model, train_data = trainer.model, loaders["train"]
+    trainer.eval_collector.data_collect(train_data)  # as fit does first
+    if state_path.is_file():
+        state = load_state(state_path)  # torch.load(weights_only=True): tensors, lists, dicts, numbers only
+        check_settings(state["settings"], settings, state_path)
+        model.load_state_dict(state.pop("model"))
+        trainer.optimizer.load_state_dict(state.pop("optimizer"))
+        set_rng_state(state.pop("rng"), train_data.generator)
+        done = "finished, evaluating" if state["stopped"] or state["epoch"] >= args.epochs else "resuming"
+        log(f"recbole: {done} {state_path} after epoch {state['epoch']} (best valid ndcg@10 "
+            f"{state['best_score']:.6f} at epoch {state['best_epoch']}, {state['cur_step']} checks without one)")
+    else:
+        state = {"settings": settings, "epoch": 0, "best_score": -math.inf, "best_epoch": -1, "cur_step": 0,
+                 "stopped": False, "best_model": None, "epoch_seconds": [], "history": []}
+    checked = False
+    while not state["stopped"] and state["epoch"] < args.epochs:
+        epoch_idx = state["epoch"]
+        tic = time.perf_counter()
+        loss = trainer._train_epoch(train_data, epoch_idx, show_progress=False)
+        seconds = time.perf_counter() - tic  # the training pass only, as before
+        score, result = trainer._valid_epoch(loaders["valid"], show_progress=False)
+        score = float(score)  # plain numbers only in the state (weights_only loading)
+        state["best_score"], state["cur_step"], state["stopped"], improved = early_stopping(
+            score, state["best_score"], state["cur_step"], max_step=trainer.stopping_step,
+            bigger=trainer.valid_metric_bigger)
+        if improved:
+            state["best_model"], state["best_epoch"] = clone_state(model), epoch_idx + 1
+        record = {"epoch": epoch_idx + 1, "loss": round(loss / len(train_data), 5), "train_seconds": round(seconds, 3),
+                  **{f"valid_{k}": round(float(v), 6) for k, v in result.items()}}
+        state["epoch"] = epoch_idx + 1
+        state["epoch_seconds"].append(seconds)
+        state["history"].append(record)
+        save_state(state_path, {**state, "model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                                "rng": rng_state(train_data.generator, args.device)})
+        if not checked:  # fail now, not hours later, if the state cannot be loaded back without unpickling
+            if load_state(state_path)["epoch"] != state["epoch"]:
+                raise AssertionError(f"{state_path}: the saved state does not load back")
+            checked = True
+        log(f"recbole epoch={record['epoch']} loss={record['loss']:.5f} train_seconds={seconds:.3f} "
+            f"valid_ndcg@10={score:.6f} best_epoch={state['best_epoch']} checks_without_best={state['cur_step']}"
+            + (" stop" if state["stopped"] else ""))
+    if state["best_model"] is None:
+        raise AssertionError(f"{state_path}: no validation check ran, so no model was selected")
+    return state
+
+
+def run_recbole(args: argparse.Namespace, data: SequenceData, rows: dict[str, int], state_dir: Path,
+                settings: dict) -> dict:
     data_dir = RUN_DIR / "data" / TOKEN
-    rows = write_benchmark_files(data, data_dir, MAX_LEN)
-    config = recbole_config(args, data_dir)
+    config = recbole_config(args, data_dir, state_dir / "recbole")
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     loaders = dict(zip(SPLITS, data_preparation(config, dataset), strict=True))
@@ -278,20 +370,22 @@ def run_recbole(args: argparse.Namespace, data: SequenceData) -> dict:
         f"{rows['valid']} validation and {rows['test']} test users)")
     init_seed(config["seed"], config["reproducibility"])
     model = SASRec(config, loaders["train"]._dataset).to(config["device"])
-    workdir = RUN_DIR / "recbole"
+    workdir = state_dir / "recbole"
     workdir.mkdir(parents=True, exist_ok=True)
     with working_directory(workdir):  # the Trainer writes TensorBoard logs to ./log_tensorboard
-        trainer = TimedTrainer(config, model)
-        trainer.fit(loaders["train"], loaders["valid"], verbose=False, saved=True, show_progress=False)
-        model.load_state_dict(trainer.best_state)
+        # The best weights stay in the state file, not in RecBole's pickled .pth checkpoints (fit is not called,
+        # so none is written): torch>=2.6 would not load those back with weights_only.
+        trainer = Trainer(config, model)
+        state = fit_recbole(trainer, loaders, args, settings, state_dir / RECBOLE_STATE)
+        model.load_state_dict(state["best_model"])
         own = trainer.evaluate(loaders["test"], load_best_model=False)
     metrics = test_metrics(RecBoleScorer(model, to_recbole, MAX_LEN), data)
-    seconds = trainer.epoch_seconds
+    seconds = state["epoch_seconds"]
     return {
         **metrics,
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "epochs": len(seconds),
-        "best_epoch": trainer.best_epoch,
+        "best_epoch": state["best_epoch"],
         "train_seconds": round(sum(seconds), 2),
         "training_targets_per_epoch": rows["train"],
         "batches_per_epoch": len(loaders["train"]),
@@ -299,20 +393,22 @@ def run_recbole(args: argparse.Namespace, data: SequenceData) -> dict:
         "recbole_own_test": {k.lower(): round(float(v), 6) for k, v in own.items()},
         "adapter_without_exclusion": unexcluded_test_metrics(RecBoleScorer(model, to_recbole, MAX_LEN), data),
         "version": recbole.__version__,
+        "history": state["history"],
     }
 
 
 # --------------------------------------------------------------------------- dynrec side
 
 
-def run_dynrec(args: argparse.Namespace, data: SequenceData) -> dict:
-    out_dir = RUN_DIR / "dynrec"
-    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run, never a resume
+def run_dynrec(args: argparse.Namespace, data: SequenceData, state_dir: Path) -> dict:
+    """dynrec's training resumes from its run dir (a finished run is only re-evaluated, not retrained); the
+    settings check in main() has already made sure the run dir belongs to these settings."""
+    out_dir = state_dir / "dynrec"
     cfg = load_config(DYNREC_CONFIG, [
         f"model.max_len={MAX_LEN}", f"train.epochs={args.epochs}", f"train.patience={args.patience}",
         f"train.seed={args.seed}", f"train.device={args.device}", "eval.protocols=[full]", f"out_dir={out_dir}",
     ])
-    result = train(cfg, data=data, resume=False, progress=False)
+    result = train(cfg, data=data, resume=True, progress=False)
     model, _, _ = load_checkpoint(out_dir, device=args.device)
     metrics = test_metrics(model, data)
     if abs(metrics["ndcg@10"] - result["test"]["full"]["ndcg@10"]) > 1e-6:
@@ -350,6 +446,28 @@ def unexcluded_test_metrics(scorer: RecBoleScorer, data: SequenceData) -> dict[s
     return {name: round(float(metrics[name].mean()), 6) for name in ("ndcg@10", "hr@10")}
 
 
+def prepare_state_dir(args: argparse.Namespace, out: Path, settings: dict) -> Path:
+    """The folder holding this output's resumable state: runs/recbole_peer/full for the default output,
+    runs/recbole_peer/quick for --quick's, runs/recbole_peer/<full|quick>-<hash of the path> for any other.
+
+    Its settings.json is written before anything else, so a folder without one holds nothing resumable and
+    is cleared; one with other settings is refused (ResumeRefused names the setting) unless --fresh."""
+    mode = "quick" if args.quick else "full"
+    default = QUICK_OUT if args.quick else DEFAULT_OUT
+    resolved = out.resolve()
+    tag = mode if resolved == default.resolve() else f"{mode}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
+    state_dir = RUN_DIR / tag
+    path = state_dir / SETTINGS
+    if args.fresh or args.quick or not path.is_file():  # --quick is a smoke test of the code as it is now
+        if state_dir.exists():
+            log(f"state: discarding {state_dir}")
+        shutil.rmtree(state_dir, ignore_errors=True)
+        write_json(path, settings)
+    else:
+        check_settings(json.loads(path.read_text()), settings, path)
+    return state_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200, help="epoch cap for both sides")
@@ -360,22 +478,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     parser.add_argument("--out", default=None, help="default benchmarks/results/recbole_peer.json "
                         "(runs/recbole_peer/quick.json with --quick)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard this output's saved state (dynrec run and RecBole epochs) and start over")
     args = parser.parse_args()
     if args.quick:
         args.epochs = 1
     if args.patience < 1 or args.epochs < 1:
         parser.error("--epochs and --patience must be at least 1")
-    out = Path(args.out) if args.out else (RUN_DIR / "quick.json" if args.quick
-                                           else ROOT / "benchmarks/results/recbole_peer.json")
+    out = Path(args.out) if args.out else (QUICK_OUT if args.quick else DEFAULT_OUT)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning, module="recbole")  # pandas/torch deprecations
     command = shlex.join(["python", *sys.argv])
     data = load_dataset("ml-100k")
-    dynrec_side = run_dynrec(args, data)
+    data_dir = RUN_DIR / "data" / TOKEN
+    rows = write_benchmark_files(data, data_dir, MAX_LEN)
+    settings = {  # what saved state must have been made with to be resumed; not --threads
+        "seed": args.seed, "epochs": args.epochs, "patience": args.patience, "device": args.device,
+        "quick": args.quick, "out": str(out.resolve()), "benchmark_files_sha256": benchmark_files_hash(data_dir),
+        "recbole": str(recbole.__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
+    }
+    state_dir = prepare_state_dir(args, out, settings)
+    log(f"state: {state_dir}")
+    dynrec_side = run_dynrec(args, data, state_dir)
     log(f"dynrec: test ndcg@10={dynrec_side['ndcg@10']} in {dynrec_side['epochs']} epochs, "
         f"{dynrec_side['seconds_per_epoch']} s/epoch")
-    recbole_side = run_recbole(args, data)
+    recbole_side = run_recbole(args, data, rows, state_dir, settings)
     log(f"recbole: test ndcg@10={recbole_side['ndcg@10']} (its own evaluator: "
         f"{recbole_side['recbole_own_test'].get('ndcg@10')}, the adapter without exclusion: "
         f"{recbole_side['adapter_without_exclusion']['ndcg@10']}) in {recbole_side['epochs']} epochs, "
