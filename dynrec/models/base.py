@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dynrec.config import ModelConfig
 from dynrec.models.head import MLPHead, Weights
 from dynrec.models.losses import bce_loss, full_cross_entropy
 
@@ -25,6 +26,18 @@ class Recommender(nn.Module):
     def score_all(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
         """(B, L) histories -> (B, n_items + 1) scores; column 0 (padding) is -inf."""
         raise NotImplementedError
+
+    def _catalogue(self, n_items: int, cfg: ModelConfig) -> None:
+        """The attributes every model shares: catalogue size, history length, item embeddings (0 = padding)."""
+        self.n_items = n_items
+        self.max_len = cfg.max_len
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden_size, padding_idx=0)
+
+    def _init_item_embeddings(self, std: float) -> None:
+        """Re-draw the item embeddings from N(0, std^2), keeping the padding row at zero."""
+        nn.init.normal_(self.item_emb.weight, std=std)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
 
     def training_loss(
         self,

@@ -46,15 +46,11 @@ class DIN(Recommender):
     def __init__(self, n_items: int, cfg: ModelConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.n_items = n_items
-        self.max_len = cfg.max_len
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self._catalogue(n_items, cfg)
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.attention = TargetAttention(d, cfg.attention_hidden)
         self.head = MLPHead([3 * d, *cfg.head_hidden, 1], cfg.head_activation, dropout=cfg.dropout)
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        self._init_item_embeddings(d**-0.5)
 
     def score_candidates(self, seq, candidates, weights=None):
         if seq.shape[1] > self.max_len:

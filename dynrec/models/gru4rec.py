@@ -28,17 +28,13 @@ class GRU4Rec(DotProductRecommender):
     def __init__(self, n_items: int, cfg: ModelConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.n_items = n_items
-        self.max_len = cfg.max_len
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self._catalogue(n_items, cfg)
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.gru = nn.GRU(d, d, num_layers=cfg.num_layers, batch_first=True,
                           dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.out_drop = nn.Dropout(cfg.dropout)
         self.head = MLPHead([d, *cfg.head_hidden, d], cfg.head_activation, residual=True)
-        nn.init.normal_(self.item_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        self._init_item_embeddings(d**-0.5)
 
     def features(self, seq: torch.Tensor) -> torch.Tensor:
         if seq.shape[1] > self.max_len:

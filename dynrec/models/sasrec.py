@@ -51,18 +51,14 @@ class SASRec(DotProductRecommender):
     def __init__(self, n_items: int, cfg: ModelConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.n_items = n_items
-        self.max_len = cfg.max_len
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self._catalogue(n_items, cfg)
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(d)
         self.head = MLPHead([d, *cfg.head_hidden, d], cfg.head_activation, residual=True)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
+        self._init_item_embeddings(0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
 
     def _encode(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
         L = seq.shape[1]
