@@ -56,7 +56,7 @@ def test_generated_weights_follow_the_history(form):
     dense = [w.dense() if isinstance(w, LowRank) else w for w, _ in model.generate(seq)]
     for weight in dense:
         assert weight.shape[0] == len(seq)
-        assert torch.equal(weight[0], weight[5])
+        assert torch.allclose(weight[0], weight[5], atol=1e-6)  # batched BLAS may differ in the last bit
         assert not torch.allclose(weight[0], weight[1])  # different histories, different heads
 
 
@@ -66,7 +66,7 @@ def test_generation_reads_only_the_window():
     older = seq.clone()
     older[:, :4] = torch.randint(1, N_ITEMS + 1, (len(seq), 4))  # change items outside the 5-item window
     first, second = model.generate(seq), model.generate(older)
-    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, second, strict=True))
+    assert all(torch.allclose(a, b, atol=1e-6) for (a, _), (b, _) in zip(first, second, strict=True))
 
 
 def test_padding_does_not_enter_the_generator_gru():
