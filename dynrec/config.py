@@ -52,6 +52,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 disables
+    loss_scale: str = "batch"  # batch: mean per batch (length-bucketed batches weigh every user alike)
+    # | uniform: every target position weighs the same, as in randomly drawn batches
     epochs: int = 200  # upper bound; early stopping usually ends sooner
     patience: int = 20  # validation checks without improvement before stopping
     eval_every: int = 1  # epochs between validation checks

@@ -32,6 +32,7 @@ from dynrec.errors import CheckpointError, ConfigError
 from dynrec.evaluate import PROTOCOLS, evaluate
 from dynrec.machine import machine_info
 from dynrec.models import DynamicRecommender, Recommender, build_model
+from dynrec.models.base import training_positions
 
 RESULT = "result.json"
 RESUMABLE_CHANGES = {"epochs", "patience", "device", "threads"}  # train keys that may differ on resume
@@ -81,6 +82,8 @@ def training_tensors(cfg: RunConfig, data: SequenceData) -> tuple[torch.Tensor, 
 
 def _check_config(cfg: RunConfig) -> None:
     t = cfg.train
+    if t.loss_scale not in ("batch", "uniform"):
+        raise ConfigError(f"train.loss_scale: unknown scale {t.loss_scale!r} (expected batch or uniform)")
     if t.loss not in ("ce", "bce"):
         raise ConfigError(f"train.loss: unknown loss {t.loss!r} (expected ce or bce)")
     if t.select_protocol not in PROTOCOLS:
@@ -224,6 +227,12 @@ def length_bucketed_batches(inputs: torch.Tensor, batch_size: int, generator: to
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def loss_scale(seq: torch.Tensor, target: torch.Tensor, per_batch: float, mode: str) -> float:
+    """Factor on a batch's mean loss: 1 (batch), or its count of targets over the epoch's average (uniform),
+    so that the average step optimises the mean over all targets however the batches group them."""
+    return float(training_positions(seq, target).sum()) / per_batch if mode == "uniform" else 1.0
+
+
 def trim_padding(seq: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop leading columns that are padding in every row (exact: models align positions to the end)."""
     longest = int((seq > 0).sum(1).max())
@@ -246,6 +255,7 @@ def _train_epoch(
     t = cfg.train
     model.train()
     batches = length_bucketed_batches(inputs, t.batch_size, generator)
+    per_batch = float(training_positions(inputs, targets).sum()) / len(batches)  # average targets per batch
     total, steps = 0.0, 0
     bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     for index in bar:
@@ -254,8 +264,9 @@ def _train_epoch(
         if t.loss == "bce":
             negatives = uniform_negatives(model.n_items, (*target.shape, t.num_negatives), generator, device)
         loss = model.training_loss(seq, target, t.loss, negatives)
+        scale = loss_scale(seq, target, per_batch, t.loss_scale)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale).backward()
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()

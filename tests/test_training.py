@@ -17,7 +17,8 @@ from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint
 from dynrec.config import load_config
 from dynrec.errors import CheckpointError, ConfigError
 from dynrec.evaluate import evaluate
-from dynrec.train import train
+from dynrec.models import build_model
+from dynrec.train import length_bucketed_batches, loss_scale, train, training_tensors, trim_padding
 
 TINY = ["model.hidden_size=16", "model.num_heads=1", "model.max_len=10", "model.head_hidden=[16]",
         "model.dropout=0.0", "train.batch_size=16", "train.lr=0.01", "train.patience=100", "eval.batch_size=32",
@@ -122,3 +123,19 @@ def test_resume_accepts_a_state_saved_before_a_config_key_existed(tmp_path, cycl
     torch.save(state, path)
     result = train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
     assert result["epochs"] == 2
+
+
+def test_uniform_loss_scale_averages_over_all_positions(cyclic_data):
+    """Scaled batch means, averaged over the epoch's batches, equal the mean over every target position."""
+    cfg = load_config(None, ["data.dataset=cyclic", *TINY])
+    model = build_model(cfg.model, cyclic_data.n_items).eval()
+    inputs, targets = training_tensors(cfg, cyclic_data)
+    batches = length_bucketed_batches(inputs, 16, torch.Generator().manual_seed(0))
+    assert len({int((inputs[b] > 0).sum(1).float().mean()) for b in batches}) > 1  # batches of unequal lengths
+    per_batch = float(((inputs > 0) & (targets > 0)).sum()) / len(batches)
+    scaled = [model.training_loss(*trim_padding(inputs[b], targets[b]), "ce")
+              * loss_scale(inputs[b], targets[b], per_batch, "uniform") for b in batches]
+    overall = model.training_loss(inputs, targets, "ce")
+    assert torch.allclose(torch.stack(scaled).mean(), overall, atol=1e-5)
+    plain = torch.stack([model.training_loss(*trim_padding(inputs[b], targets[b]), "ce") for b in batches]).mean()
+    assert not torch.allclose(plain, overall, atol=1e-3)  # per-batch means weigh short users' positions more
