@@ -26,8 +26,7 @@ def _dynamic(name: str, source: str = "gru", form: str = "full") -> DynamicRecom
                             generator_window=5, code_size=8)
     model = build_model(cfg, N_ITEMS).eval()
     with torch.no_grad():  # make the generated deltas large enough to matter in the comparisons
-        for layer in (*model.generator.weight_maps, *model.generator.bias_maps):
-            layer.weight.mul_(20.0)
+        model.generator.maps.weight.mul_(20.0)
     return model
 
 
@@ -113,9 +112,8 @@ def test_sequence_mode_windows_are_each_positions_own():
 def test_a_zero_generator_is_the_static_model():
     model = _dynamic("gru4rec")
     with torch.no_grad():
-        for layer in (*model.generator.weight_maps, *model.generator.bias_maps):
-            layer.weight.zero_()
-            layer.bias.zero_()
+        model.generator.maps.weight.zero_()
+        model.generator.maps.bias.zero_()
     seq = _histories()
     assert torch.allclose(model.score_all(seq)[:, 1:], model.backbone.score_all(seq)[:, 1:], atol=1e-5)
 

@@ -36,7 +36,8 @@ class DynamicRecommender(Recommender):
     def generate(self, windows: torch.Tensor, state: torch.Tensor | None = None) -> Weights:
         """(N, w) recent items (left-padded), optional (N, d) backbone state -> per-sample head weights."""
         windows = windows[:, -self.generator.window :]
-        z = self.generator.code(self.item_emb(windows), windows > 0, state)  # (N, z)
+        embedded = self.item_emb(windows) if self.generator.gru is not None else None  # the backbone source reads none
+        z = self.generator.code(embedded, windows > 0, state)  # (N, z)
         return self.generator(z, self.backbone.head.static_weights())
 
     def user_states(self, seq: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:

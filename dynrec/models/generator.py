@@ -43,16 +43,17 @@ class HeadGenerator(nn.Module):
         self.gru = nn.GRU(d, d, batch_first=True) if self.source == "gru" else None
         self.to_code = nn.Sequential(nn.Linear(d, z), nn.Tanh(), nn.Linear(z, z), nn.Tanh())
         width = (lambda i, o: i * o) if self.form == "full" else (lambda i, o: k * k)
-        self.weight_maps = nn.ModuleList(nn.Linear(z, width(i, o)) for i, o in self.shapes)
-        self.bias_maps = nn.ModuleList(nn.Linear(z, o) for _, o in self.shapes)
-        for layer in (*self.weight_maps, *self.bias_maps):  # small deltas: start near the static head
-            nn.init.normal_(layer.weight, std=0.01 / math.sqrt(z))
-            nn.init.zeros_(layer.bias)
+        self.splits = [n for i, o in self.shapes for n in (width(i, o), o)]  # per layer: weight delta, bias delta
+        self.maps = nn.Linear(z, sum(self.splits))  # every layer's deltas in one matmul: fewer ops per request
+        nn.init.normal_(self.maps.weight, std=0.01 / math.sqrt(z))  # small deltas: start near the static head
+        nn.init.zeros_(self.maps.bias)
         if self.form == "lowrank":
             self.left = nn.ParameterList(nn.Parameter(torch.randn(i, k) / math.sqrt(i)) for i, _ in self.shapes)
             self.right = nn.ParameterList(nn.Parameter(torch.randn(k, o) / math.sqrt(k)) for _, o in self.shapes)
 
-    def code(self, window_emb: torch.Tensor, valid: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+    def code(
+        self, window_emb: torch.Tensor | None, valid: torch.Tensor, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N, w, d) left-padded window embeddings, (N, w) validity, or an (N, d) backbone state -> z (N, z)."""
         if self.gru is None:
             if state is None:
@@ -67,9 +68,9 @@ class HeadGenerator(nn.Module):
     def forward(self, z: torch.Tensor, static: Weights) -> Weights:
         """The per-sample weights W_i = W0 + delta(z_i), b_i = b0 + delta_b(z_i), one set per row of z."""
         weights: Weights = []
+        deltas = self.maps(z).split(self.splits, dim=1)  # weight delta, bias delta, weight delta, ...
         for index, ((fan_in, fan_out), (w0, b0)) in enumerate(zip(self.shapes, static, strict=True)):
-            bias = b0 + self.bias_maps[index](z)  # (N, out)
-            delta = self.weight_maps[index](z)
+            delta, bias = deltas[2 * index], b0 + deltas[2 * index + 1]  # (N, in*out or K*K), (N, out)
             if self.form == "full":
                 weights.append((w0 + delta.view(-1, fan_in, fan_out), bias))  # (N, in, out)
             else:
