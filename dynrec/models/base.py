@@ -85,11 +85,11 @@ class DotProductRecommender(Recommender):
         return _pad_column(self.last_state(seq, weights) @ self.item_emb.weight[1:].T)  # (B, N + 1)
 
     def training_loss(self, seq, targets, loss, negatives=None, weights=None):
-        states = self.states(seq, weights)  # (B, L, d)
+        window = targets.dim() == 1  # window mode scores the last position only
+        states = self.last_state(seq, weights)[:, None] if window else self.states(seq, weights)  # (B, 1 or L, d)
         keep = training_positions(seq, targets)
-        targets = targets[:, None] if targets.dim() == 1 else targets
+        targets = targets[:, None] if window else targets
         negatives = negatives if negatives is None or negatives.dim() == 3 else negatives[:, None]
-        states = states[:, -targets.shape[1] :]  # window mode scores the last position only
         return self.loss_from_states(states[keep], targets[keep], loss, None if negatives is None else negatives[keep])
 
     def loss_from_states(

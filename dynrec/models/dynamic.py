@@ -64,7 +64,7 @@ class DynamicRecommender(Recommender):
             return backbone.training_loss(seq, targets, loss, negatives, weights)
         keep = training_positions(seq, targets)  # (B, T): T = L in sequence mode, 1 in window mode
         span = keep.shape[1]
-        features = backbone.features(seq)[:, -span:][keep]  # (P, d)
+        features = (backbone.last_features(seq)[:, None] if span == 1 else backbone.features(seq))[keep]  # (P, d)
         windows = recent_windows(seq, self.generator.window)[:, -span:][keep]  # (P, w): each position's own window
         states = backbone.head(features, self.generate(windows, features))  # (P, d), one head per position
         targets = targets[:, None] if targets.dim() == 1 else targets
