@@ -52,6 +52,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 disables
+    batching: str = "length"  # length: batches of similar lengths (little padding, fast) | random: any users
     loss_scale: str = "batch"  # batch: mean per batch (length-bucketed batches weigh every user alike)
     # | uniform: every target position weighs the same, as in randomly drawn batches
     epochs: int = 200  # upper bound; early stopping usually ends sooner

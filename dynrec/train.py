@@ -82,6 +82,8 @@ def training_tensors(cfg: RunConfig, data: SequenceData) -> tuple[torch.Tensor, 
 
 def _check_config(cfg: RunConfig) -> None:
     t = cfg.train
+    if t.batching not in ("length", "random"):
+        raise ConfigError(f"train.batching: unknown batching {t.batching!r} (expected length or random)")
     if t.loss_scale not in ("batch", "uniform"):
         raise ConfigError(f"train.loss_scale: unknown scale {t.loss_scale!r} (expected batch or uniform)")
     if t.loss not in ("ce", "bce"):
@@ -215,14 +217,15 @@ def evaluation_report(model: Recommender, data: SequenceData, cfg: RunConfig) ->
     return report
 
 
-def length_bucketed_batches(inputs: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled batches of rows with similar history lengths, so little compute is spent on padding.
-
-    Rows are ordered by length with random tie-breaking, cut into batches, and the batches shuffled.
-    """
+def training_batches(
+    inputs: torch.Tensor, batch_size: int, generator: torch.Generator, by_length: bool = True
+) -> list[torch.Tensor]:
+    """Shuffled batches of rows with similar history lengths, so little compute is spent on padding, or
+    (by_length False) of rows drawn at random. Rows are ordered by length with random tie-breaking (or by
+    the random key alone), cut into batches, and the batches shuffled."""
     lengths = (inputs > 0).sum(1).double()
     jitter = torch.rand(len(inputs), generator=generator, dtype=torch.float64)
-    order = torch.argsort(lengths + jitter)
+    order = torch.argsort(lengths + jitter if by_length else jitter)
     batches = list(order.split(batch_size))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
@@ -254,7 +257,7 @@ def _train_epoch(
 ) -> float:
     t = cfg.train
     model.train()
-    batches = length_bucketed_batches(inputs, t.batch_size, generator)
+    batches = training_batches(inputs, t.batch_size, generator, by_length=t.batching == "length")
     per_batch = float(training_positions(inputs, targets).sum()) / len(batches)  # average targets per batch
     total, steps = 0.0, 0
     bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)

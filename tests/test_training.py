@@ -18,7 +18,7 @@ from dynrec.config import load_config
 from dynrec.errors import CheckpointError, ConfigError
 from dynrec.evaluate import evaluate
 from dynrec.models import build_model
-from dynrec.train import length_bucketed_batches, loss_scale, train, training_tensors, trim_padding
+from dynrec.train import loss_scale, train, training_batches, training_tensors, trim_padding
 
 TINY = ["model.hidden_size=16", "model.num_heads=1", "model.max_len=10", "model.head_hidden=[16]",
         "model.dropout=0.0", "train.batch_size=16", "train.lr=0.01", "train.patience=100", "eval.batch_size=32",
@@ -130,7 +130,7 @@ def test_uniform_loss_scale_averages_over_all_positions(cyclic_data):
     cfg = load_config(None, ["data.dataset=cyclic", *TINY])
     model = build_model(cfg.model, cyclic_data.n_items).eval()
     inputs, targets = training_tensors(cfg, cyclic_data)
-    batches = length_bucketed_batches(inputs, 16, torch.Generator().manual_seed(0))
+    batches = training_batches(inputs, 16, torch.Generator().manual_seed(0))
     assert len({int((inputs[b] > 0).sum(1).float().mean()) for b in batches}) > 1  # batches of unequal lengths
     per_batch = float(((inputs > 0) & (targets > 0)).sum()) / len(batches)
     scaled = [model.training_loss(*trim_padding(inputs[b], targets[b]), "ce")
@@ -139,3 +139,16 @@ def test_uniform_loss_scale_averages_over_all_positions(cyclic_data):
     assert torch.allclose(torch.stack(scaled).mean(), overall, atol=1e-5)
     plain = torch.stack([model.training_loss(*trim_padding(inputs[b], targets[b]), "ce") for b in batches]).mean()
     assert not torch.allclose(plain, overall, atol=1e-3)  # per-batch means weigh short users' positions more
+
+
+def test_length_batching_groups_similar_lengths_and_random_batching_does_not(cyclic_data):
+    cfg = load_config(None, ["data.dataset=cyclic", *TINY])
+    inputs, _ = training_tensors(cfg, cyclic_data)
+    lengths = (inputs > 0).sum(1).float()
+
+    def spread(by_length: bool) -> float:
+        batches = training_batches(inputs, 8, torch.Generator().manual_seed(0), by_length)
+        assert sorted(torch.cat(batches).tolist()) == list(range(len(inputs)))  # every row once
+        return float(torch.stack([lengths[b].max() - lengths[b].min() for b in batches]).mean())
+
+    assert spread(True) <= 1.0 < spread(False)
