@@ -1,7 +1,9 @@
 """SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder over the item sequence.
 
-Pre-LayerNorm blocks with scaled_dot_product_attention; the mask is causal AND hides padded keys, so a
-padded history position can never leak into a real one. One pass trains every position of a sequence.
+The blocks keep the reference implementation's layout, which trained better on ML-1M than a pre-LayerNorm
+block (docs/results/ml-1m_sasrec_tuning.md); attention is scaled_dot_product_attention. The mask is causal
+AND hides padded keys, so a padded history position can never leak into a real one. One pass trains every
+position of a sequence.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dynrec.models.head import MLPHead
 
 
 class Block(nn.Module):
-    """LayerNorm -> masked self-attention -> residual; LayerNorm -> point-wise feed-forward -> residual."""
+    """The original SASRec block: the LayerNorm-ed sequence queries the raw sequence (keys and values), the
+    residual adds to the normalised query; then LayerNorm -> point-wise feed-forward (ReLU) -> residual.
+    Dropout on attention weights and inside the feed-forward, as in the reference code. Linear layers start
+    at N(0, 0.02)."""
 
     def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -26,25 +31,28 @@ class Block(nn.Module):
             raise ValueError(f"hidden_size {d} is not divisible by num_heads {heads}")
         self.heads = heads
         self.dropout = dropout
-        self.norm1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
+        self.norm1 = nn.LayerNorm(d, eps=1e-8)
+        self.qkv = nn.Linear(d, 3 * d)  # rows [0, d) project queries, [d, 3d) keys and values
         self.proj = nn.Linear(d, d)
-        self.norm2 = nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
-        self.drop = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d, eps=1e-8)
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.Dropout(dropout), nn.ReLU(), nn.Linear(d, d), nn.Dropout(dropout))
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, L, d) -> (B, L, d); with last_only, only the most recent position queries: (B, 1, d)."""
         B, L, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # (B, L, d) each
-        if last_only:
-            x, q = x[:, -1:], q[:, -1:]
-        q = q.reshape(B, -1, self.heads, d // self.heads).transpose(1, 2)  # (B, H, Lq, dh)
-        k, v = (t.view(B, L, self.heads, d // self.heads).transpose(1, 2) for t in (k, v))  # (B, H, L, dh)
+        w, b = self.qkv.weight, self.qkv.bias
+        k, v = F.linear(x, w[d:], b[d:]).split(d, dim=-1)  # (B, L, d) each, from the raw sequence
+        query = self.norm1(x[:, -1:] if last_only else x)  # (B, Lq, d)
+        q = F.linear(query, w[:d], b[:d]).reshape(B, -1, self.heads, d // self.heads).transpose(1, 2)  # (B, H, Lq, dh)
+        k, v = (t.reshape(B, L, self.heads, d // self.heads).transpose(1, 2) for t in (k, v))  # (B, H, L, dh)
         p = self.dropout if self.training else 0.0
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, Lq, dh)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(B, -1, d)))
-        return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm2(query + self.proj(att.transpose(1, 2).reshape(B, -1, d)))
+        return x + self.ffn(x)
 
 
 class SASRec(DotProductRecommender):
