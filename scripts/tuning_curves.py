@@ -1,0 +1,73 @@
+"""Collect validation curves of several runs (finished or still training) into one JSON and a Markdown table,
+so a tuning decision cites committed numbers:
+
+    python scripts/tuning_curves.py --out docs/results/ml-1m_sasrec_tuning \
+        LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+
+Reads each run's result.json when it exists, else its trainer state (the history so far). Writes OUT.json
+(label, run dir, config, history, test metrics when finished) and OUT.md (validation metric by epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dynrec.checkpoint import STATE, atomic_write, load_state, write_json
+from dynrec.train import RESULT
+
+EPOCHS = (1, 3, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100)
+
+
+def read_run(label: str, run_dir: Path) -> dict:
+    """A run's label, config, validation history and (when finished) test metrics."""
+    if (run_dir / RESULT).is_file():
+        result = json.loads((run_dir / RESULT).read_text())
+        return {"label": label, "run_dir": str(run_dir), "finished": True, "config": result["config"],
+                "history": result["history"], "selection": result["selection"], "test": result["test"],
+                "machine": result["machine"]}
+    state = load_state(run_dir / STATE)
+    return {"label": label, "run_dir": str(run_dir), "finished": False, "config": state["config"],
+            "history": state["history"]}
+
+
+def markdown(runs: list[dict]) -> str:
+    """Validation metric at fixed epochs, one column per run; then best epoch and test metrics if finished."""
+    key = next(k for k in runs[0]["history"][0] if k.startswith("valid_"))
+    lines = [f"Validation `{key}` by epoch (`-`: not reached).", "",
+             "| epoch | " + " | ".join(r["label"] for r in runs) + " |",
+             "| --- | " + " | ".join("---" for _ in runs) + " |"]
+    for epoch in EPOCHS:
+        cells = []
+        for run in runs:
+            values = [h.get(key) for h in run["history"] if h["epoch"] == epoch]
+            cells.append(f"{values[0]:.4f}" if values and values[0] is not None else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | epochs so far | best valid (epoch) | test full NDCG@10 | test full HR@10 |",
+              "| --- | --- | --- | --- | --- |"]
+    for run in runs:
+        scored = [(h[key], h["epoch"]) for h in run["history"] if h.get(key) is not None]
+        best, at = max(scored)
+        test = run.get("test", {}).get("full", {})
+        cells = [f"{test[m]:.4f}" if m in test else "running" for m in ("ndcg@10", "hr@10")]
+        lines.append(f"| {run['label']} | {len(run['history'])} | {best:.4f} ({at}) | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output path without extension")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    args = parser.parse_args()
+    runs = [read_run(label, Path(path)) for label, _, path in (r.partition("=") for r in args.runs)]
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), {"runs": runs})
+    table = markdown(runs)
+    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(table))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
