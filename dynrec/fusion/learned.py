@@ -2,7 +2,8 @@
 
 Offline (`train_compatibility`): the fused model's parameters are a differentiable function of the learned
 compatibility (soft splicing); the loss is the architecture's own training loss run on those parameters
-through `torch.func.functional_call`, so the n input state dicts are only read. Validation (the run config's
+through `torch.func.functional_call`, so the n input state dicts are only read. Online (`train_online`):
+the OnlineCKI layer's f_L/f_G learn with the dynamic model frozen. In both, validation (the run config's
 selection protocol and metric) picks the epoch; epoch 0, the parameter-free start, competes too. The
 histogram entropy has zero gradient, so learning flows through f_L, and through f_G's two parameters.
 """
@@ -22,6 +23,7 @@ from dynrec.data.preprocess import SequenceData
 from dynrec.evaluate import evaluate
 from dynrec.fusion.compatibility import BINS, LearnedCompatibility, assess, tensor_entropy
 from dynrec.fusion.offline import StateDict, check_state_dicts, spliced_names
+from dynrec.fusion.online import OnlineCKI
 from dynrec.fusion.splice import soft_splice
 from dynrec.models.base import Recommender
 from dynrec.train import length_bucketed_batches, log, training_tensors, trim_padding
@@ -143,3 +145,21 @@ def train_compatibility(
     history = _fit(list(compatibility.parameters()), step_loss, validate, compatibility, data, cfg, epochs, lr,
                    progress)
     return compatibility, history
+
+
+def train_online(
+    online: OnlineCKI, data: SequenceData, cfg: RunConfig, epochs: int = 5, lr: float = 1e-2, progress: bool = False
+) -> dict:
+    """Learn an OnlineCKI's f_L/f_G (it needs learned=True) with its dynamic model frozen; returns the history."""
+    if online.compatibility is None:
+        raise ValueError("this OnlineCKI has no learned compatibility; build it with learned=True")
+    frozen = [(p, p.requires_grad) for p in online.model.parameters()]
+    online.model.requires_grad_(False)
+    online.train()
+    try:
+        return _fit(list(online.compatibility.parameters()),
+                    lambda seq, target, negatives: online.training_loss(seq, target, cfg.train.loss, negatives),
+                    lambda: _valid_score(online, data, cfg), online.compatibility, data, cfg, epochs, lr, progress)
+    finally:
+        for parameter, flag in frozen:
+            parameter.requires_grad_(flag)
