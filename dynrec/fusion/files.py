@@ -47,9 +47,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as error:
-        raise FusionError(f"{path}: torch.load(weights_only=True) refused it ({str(error).splitlines()[0]}); "
-                          "RecBole's trainer checkpoints pickle its Config object, which dynrec never unpickles; "
-                          + RECBOLE_EXPORT.format(path=path)) from None
+        raise FusionError(f"{path}: torch.load(weights_only=True) refused it ({type(error).__name__}): it holds "
+                          "pickled Python objects (RecBole's trainer saves its Config object with the weights), and "
+                          "dynrec never unpickles those; " + RECBOLE_EXPORT.format(path=path)) from None
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise FusionError(f"{path}: expected a state dict (name -> tensor) or a mapping with a 'state_dict' key")
