@@ -7,8 +7,12 @@ from pathlib import Path
 
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.config import RunConfig, load_config
-from dynrec.errors import CheckpointError
+from dynrec.errors import FusionError
 from dynrec.evaluate import evaluate, public
+from dynrec.fusion.compatibility import BINS
+from dynrec.fusion.files import check_same_catalogue, is_dynrec_checkpoint, read_state_dict, write_fused
+from dynrec.fusion.learned import train_compatibility
+from dynrec.fusion.offline import METHODS, fuse
 from dynrec.machine import machine_info
 from dynrec.train import PROTOCOL_NOTES, data_for
 from dynrec.train import train as _train
@@ -78,9 +82,6 @@ def fuse_checkpoints(
     output is then model.safetensors alone). With learn_epochs > 0 (CKI methods, dynrec inputs), f_L and
     f_G are first learned on model A's training data, validation picking the epoch.
     """
-    from dynrec.fusion.files import check_same_catalogue, is_dynrec_checkpoint, read_state_dict, write_fused
-    from dynrec.fusion.offline import fuse
-
     paths = [Path(m) for m in models]
     state_dicts = [read_state_dict(p) for p in paths]
     if all(is_dynrec_checkpoint(p) for p in paths):
@@ -90,15 +91,15 @@ def fuse_checkpoints(
         options["base"] = read_state_dict(base)
     learning = None
     if learn_epochs > 0:
-        from dynrec.fusion.learned import train_compatibility
-
+        if method in METHODS and "compatibility" not in METHODS[method].options:
+            raise FusionError(f"--learn-epochs learns CKI's f_L/f_G; method {method!r} has none (use cki or cki-hard)")
         if not is_dynrec_checkpoint(paths[0]):
-            raise CheckpointError(f"{paths[0]}: learning f_L/f_G needs a dynrec checkpoint (its config names the data)")
+            raise FusionError(f"{paths[0]}: learning f_L/f_G needs a dynrec checkpoint (its config names the data)")
         model, cfg, _ = load_checkpoint(paths[0])
         if data_dir is not None:
             cfg.data.data_dir = data_dir
         compatibility, learning = train_compatibility(model, state_dicts, data_for(cfg), cfg, tensors, learn_epochs,
-                                                      bins=options.get("bins", 10), progress=progress)
+                                                      bins=options.get("bins", BINS), progress=progress)
         options["compatibility"] = compatibility
     result = fuse(state_dicts, method, tensors, labels=[str(p) for p in paths], **options)
     if learning is not None:

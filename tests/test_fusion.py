@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 
 import pytest
@@ -324,6 +325,35 @@ def test_cli_fuse_errors_are_one_line(cyclic_file, cyclic_data, tmp_path, capsys
     assert "at least 2 models, got 1" in capsys.readouterr().err
     assert cli.main(["fuse", "--models", str(a), str(a), "--method", "soup", "--out", str(tmp_path / "x")]) == 2
     assert "unknown fusion method 'soup'" in capsys.readouterr().err
+
+
+def test_cli_base_and_options_reach_the_method(cyclic_file, cyclic_data, tmp_path):
+    _, (a, b) = _checkpoints(cyclic_file, cyclic_data, tmp_path)
+    out = tmp_path / "ties"
+    assert cli.main(["fuse", "--models", str(a), str(b), "--method", "ties", "--tensors", "all", "--base", str(a),
+                     "--option", "density=0.5", "--out", str(out)]) == 0
+    info = json.loads((out / "fusion.json").read_text())
+    assert info["options"] == {"density": 0.5} and info["base"] == "given"
+    expected = fuse([load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))], "ties",
+                    tensors="all", base=load_file(str(a / "model.safetensors")), density=0.5).state_dict
+    fused = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(fused[k], expected[k]) for k in expected)
+
+
+def test_checkpoints_of_different_catalogues_are_refused(cyclic_file, cyclic_data, tmp_path):
+    _, (a, b) = _checkpoints(cyclic_file, cyclic_data, tmp_path)
+    idmap = json.loads((b / "idmap.json").read_text())
+    idmap["items"] = idmap["items"][::-1]
+    (b / "idmap.json").write_text(json.dumps(idmap))
+    with pytest.raises(FusionError, match="its items differ from"):
+        api.fuse_checkpoints([a, b], "average", tmp_path / "out", tensors="all")
+
+
+def test_learning_through_the_api_is_recorded(cyclic_file, cyclic_data, tmp_path):
+    _, (a, b) = _checkpoints(cyclic_file, cyclic_data, tmp_path)
+    info = api.fuse_checkpoints([a, b], "cki", tmp_path / "learned", learn_epochs=1, progress=False)
+    assert info["learned"] and [r["epoch"] for r in info["learning"]["history"]] == [0, 1]
+    assert json.loads((tmp_path / "learned" / "fusion.json").read_text())["learning"]["best_epoch"] in (0, 1)
 
 
 def test_continuing_from_a_fused_checkpoint_trains_one_more_epoch(cyclic_file, cyclic_data, tmp_path):
