@@ -29,6 +29,7 @@ RECBOLE_EXPORT = (
 
 
 def is_dynrec_checkpoint(path: Path) -> bool:
+    """Whether `path` is a directory holding a dynrec checkpoint's weights, config and id map."""
     return path.is_dir() and all((path / name).is_file() for name in (WEIGHTS, CONFIG, IDMAP))
 
 

@@ -80,7 +80,7 @@ def splice_per_sample(
         take = (lead > 0) | ((lead == 0) & (generated > static))
         return torch.where(take, generated, static), take.to(generated.dtype)
     share = torch.sigmoid(lead)  # the two-model softmax
-    return static + share * delta, share
+    return torch.addcmul(static, share, delta), share  # W0 + V (W_i - W0)
 
 
 def _dense(weight: Weight) -> torch.Tensor:
@@ -131,6 +131,8 @@ class OnlineCKI(Recommender):
         return features, self.splice(self.model.generate(seq, features))[0]
 
     def score_candidates(self, seq, candidates, weights=None):
+        if weights is not None:  # explicit weights are used as given, without splicing
+            return self.model.score_candidates(seq, candidates, weights)
         features, spliced = self._features_and_weights(seq)
         if features is None:
             return self.model.score_candidates(seq, candidates, spliced)
@@ -138,6 +140,8 @@ class OnlineCKI(Recommender):
         return torch.einsum("bd,bcd->bc", user, self.item_emb(candidates))
 
     def score_all(self, seq, weights=None):
+        if weights is not None:
+            return self.model.score_all(seq, weights)
         features, spliced = self._features_and_weights(seq)
         if features is None:
             return self.model.score_all(seq, spliced)
@@ -146,6 +150,8 @@ class OnlineCKI(Recommender):
 
     def training_loss(self, seq, targets, loss, negatives=None, weights=None):
         """DynamicRecommender.training_loss with every generated head spliced first."""
+        if weights is not None:
+            return self.model.training_loss(seq, targets, loss, negatives, weights)
         backbone = self.model.backbone
         if not isinstance(backbone, DotProductRecommender):
             return backbone.training_loss(seq, targets, loss, negatives, self.splice(self.model.generate(seq))[0])
