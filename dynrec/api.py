@@ -1,4 +1,4 @@
-"""The Python API; each function is one CLI command (`dynrec train`, `dynrec evaluate`, `dynrec demo`)."""
+"""The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from pathlib import Path
 
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.config import RunConfig, load_config
+from dynrec.errors import FusionError
 from dynrec.evaluate import evaluate, public
+from dynrec.fusion.compatibility import BINS
+from dynrec.fusion.files import check_same_catalogue, is_dynrec_checkpoint, read_state_dict, write_fused
+from dynrec.fusion.learned import train_compatibility
+from dynrec.fusion.offline import METHODS, fuse
 from dynrec.machine import machine_info
 from dynrec.train import PROTOCOL_NOTES, data_for
 from dynrec.train import train as _train
@@ -57,6 +62,50 @@ def evaluate_checkpoint(
     if out is not None:
         write_json(Path(out), result)
     return result
+
+
+def fuse_checkpoints(
+    models: list[str | Path],
+    method: str,
+    out: str | Path,
+    tensors: str = "head",
+    options: dict | None = None,
+    base: str | Path | None = None,
+    learn_epochs: int = 0,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Fuse two or more same-shaped checkpoints into `out` (`dynrec fuse`); returns the fusion summary.
+
+    Inputs are dynrec checkpoint dirs (the output then has model A's config.json and idmap.json and loads
+    with load_checkpoint), .safetensors files or weights-only torch files (e.g. RecBole state dicts; the
+    output is then model.safetensors alone). With learn_epochs > 0 (CKI methods, dynrec inputs), f_L and
+    f_G are first learned on model A's training data, validation picking the epoch.
+    """
+    paths = [Path(m) for m in models]
+    state_dicts = [read_state_dict(p) for p in paths]
+    if all(is_dynrec_checkpoint(p) for p in paths):
+        check_same_catalogue(paths)
+    options = dict(options or {})
+    if base is not None:
+        options["base"] = read_state_dict(base)
+    learning = None
+    if learn_epochs > 0:
+        if method in METHODS and "compatibility" not in METHODS[method].options:
+            raise FusionError(f"--learn-epochs learns CKI's f_L/f_G; method {method!r} has none (use cki or cki-hard)")
+        if not is_dynrec_checkpoint(paths[0]):
+            raise FusionError(f"{paths[0]}: learning f_L/f_G needs a dynrec checkpoint (its config names the data)")
+        model, cfg, _ = load_checkpoint(paths[0])
+        if data_dir is not None:
+            cfg.data.data_dir = data_dir
+        compatibility, learning = train_compatibility(model, state_dicts, data_for(cfg), cfg, tensors, learn_epochs,
+                                                      bins=options.get("bins", BINS), progress=progress)
+        options["compatibility"] = compatibility
+    result = fuse(state_dicts, method, tensors, labels=[str(p) for p in paths], **options)
+    if learning is not None:
+        result.info["learning"] = learning
+    write_fused(out, result, paths)
+    return result.info
 
 
 def demo(out_dir: str | Path = "runs/demo", progress: bool = True) -> list[dict]:

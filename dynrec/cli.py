@@ -1,4 +1,4 @@
-"""Command line: `dynrec train | evaluate | demo | experiment | data`."""
+"""Command line: `dynrec train | evaluate | fuse | demo | experiment | data`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from dynrec import api
-from dynrec.errors import DynrecError
+from dynrec.errors import ConfigError, DynrecError
+from dynrec.fusion.offline import METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", dest="protocols", action="append", choices=["full", "sampled"])
     p.add_argument("--data-dir")
     p.add_argument("--out", help="write the metrics JSON here")
+
+    p = sub.add_parser("fuse", help="fuse two or more same-shaped checkpoints (CKI or a baseline) into one")
+    p.add_argument("--models", nargs="+", required=True, metavar="PATH",
+                   help="dynrec checkpoint dirs, .safetensors files or weights-only torch state dicts (A first)")
+    p.add_argument("--method", required=True, help=" | ".join(METHODS))
+    p.add_argument("--out", required=True, help="output directory (model A's config and id map for dynrec inputs)")
+    p.add_argument("--tensors", default="head", choices=["head", "head+encoder", "all"],
+                   help="which tensors are spliced; the others come from model A (default: head)")
+    p.add_argument("--bins", type=int, help="histogram bins of CKI's entropy (default 10)")
+    p.add_argument("--base", help="base model of task-arithmetic, ties and dare (default: the models' mean)")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. density=0.3, drop=0.9, scale=0.5, seed=1 (repeatable)")
+    p.add_argument("--learn-epochs", type=int, default=0,
+                   help="CKI: first learn f_L/f_G for this many epochs on model A's training data (dynrec inputs)")
+    p.add_argument("--data-dir")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("demo", help="the main job: SASRec and GRU4Rec on ml-100k, with a results table")
     p.add_argument("--out-dir", default="runs/demo")
@@ -62,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             result = api.evaluate_checkpoint(args.checkpoint, args.split, args.protocols, args.data_dir, args.out)
             print(json.dumps(result["metrics"], indent=2))
+        elif args.command == "fuse":
+            options = {}
+            for item in args.options:
+                key, sep, raw = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+                options[key] = yaml.safe_load(raw)
+            if args.bins is not None:
+                options["bins"] = args.bins
+            info = api.fuse_checkpoints(args.models, args.method, args.out, args.tensors, options, args.base,
+                                        args.learn_epochs, args.data_dir, progress=not args.no_progress)
+            print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models -> {args.out}")
         elif args.command == "demo":
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
         elif args.command == "experiment":

@@ -25,3 +25,7 @@ class ConfigError(DynrecError):
 
 class CheckpointError(DynrecError):
     """A checkpoint or bundle is missing, incomplete or does not match its model."""
+
+
+class FusionError(DynrecError):
+    """Models cannot be fused: tensors differ in name or shape, hold NaN/inf, or the method or options are unknown."""

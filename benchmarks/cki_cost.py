@@ -1,0 +1,117 @@
+"""What CKI costs: the online layer against the dynamic model it wraps, and offline fusion of two checkpoints.
+
+Online: a dynamic SASRec in the DUET/CKI paper setting (3,416 items, window 10, hidden 32, head [32], GRU
+generator, full form) and the same model wrapped in OnlineCKI (soft and hard), scoring all items for a
+batch of 256 requests (throughput) and of 1 request (latency). Variants are timed in one process,
+interleaved round by round, and medians compared, so a busy neighbour process moves them alike.
+Offline: two ML-1M-sized SASRec checkpoints (3,417 x 64 item embeddings, 2 blocks, hidden 64, history 200,
+head [64]; random weights, or the trained checkpoints given with --checkpoints) fused by every method, over
+the head and over every tensor; only the fusion itself is timed (reading and writing files are not).
+
+    python benchmarks/cki_cost.py [--rounds 15] [--checkpoints A B] [--out benchmarks/results/cki_cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dynrec.checkpoint import write_json
+from dynrec.config import ModelConfig
+from dynrec.fusion import METHODS, OnlineCKI, fuse
+from dynrec.fusion.files import read_state_dict
+from dynrec.machine import machine_info
+from dynrec.models import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+N_ITEMS, WINDOW, D = 3416, 10, 32
+
+
+def _timer(fn: Callable[[], object]) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def online(rounds: int) -> dict:
+    """Median ms per score_all call at batch 256 and batch 1: dynamic vs OnlineCKI (soft, hard)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="sasrec", hidden_size=D, max_len=WINDOW, head_hidden=[D], dynamic=True,
+                      generator_source="gru", generator_form="full", generator_window=WINDOW, code_size=32)
+    dynamic = build_model(cfg, N_ITEMS).eval()
+    models = {"dynamic": dynamic, "online_cki_soft": OnlineCKI(dynamic).eval(),
+              "online_cki_hard": OnlineCKI(dynamic, hard=True).eval()}
+    g = torch.Generator().manual_seed(1)
+    requests = {b: torch.randint(1, N_ITEMS + 1, (b, WINDOW), generator=g) for b in (1, 256)}
+    times: dict[str, dict[int, list[float]]] = {name: {1: [], 256: []} for name in models}
+    with torch.inference_mode():
+        for index in range(rounds + 2):  # two warm-up rounds
+            for name, model in models.items():
+                t_256 = _timer(lambda m=model: m.score_all(requests[256]))
+                t_1 = min(_timer(lambda m=model: m.score_all(requests[1])) for _ in range(5))
+                if index >= 2:
+                    times[name][256].append(t_256)
+                    times[name][1].append(t_1)
+    report = {}
+    for name, series in times.items():
+        b256, b1 = statistics.median(series[256]), statistics.median(series[1])
+        report[name] = {"b256_ms": round(1000 * b256, 3), "b256_requests_per_s": round(256 / b256, 1),
+                        "b1_ms": round(1000 * b1, 3)}
+    for name in ("online_cki_soft", "online_cki_hard"):
+        report[name]["throughput_vs_dynamic"] = round(report[name]["b256_requests_per_s"]
+                                                      / report["dynamic"]["b256_requests_per_s"], 3)
+        report[name]["latency_vs_dynamic"] = round(report[name]["b1_ms"] / report["dynamic"]["b1_ms"], 3)
+    return report
+
+
+def offline(rounds: int, checkpoints: list[str] | None) -> dict:
+    """Median seconds to fuse two ML-1M-sized SASRec state dicts, per method and tensor selection."""
+    if checkpoints:
+        states = [read_state_dict(path) for path in checkpoints]
+    else:
+        cfg = ModelConfig(name="sasrec", hidden_size=64, num_layers=2, max_len=200, head_hidden=[64])
+        states = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            states.append(build_model(cfg, 3416).state_dict())
+    report = {"models": checkpoints or "random", "tensors": len(states[0]),
+              "parameters": sum(t.numel() for t in states[0].values())}
+    for method in METHODS:
+        for tensors in ("head", "all"):
+            seconds = statistics.median(_timer(lambda m=method, t=tensors: fuse(states, m, t)) for _ in range(rounds))
+            report[f"{method} --tensors {tensors}"] = round(seconds, 4)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--checkpoints", nargs="+", help="trained checkpoints to fuse offline (default: random)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/cki_cost.json"))
+    args = parser.parse_args()
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "threads": torch.get_num_threads(),
+        "setting": {"items": N_ITEMS, "window": WINDOW, "hidden_size": D, "head_hidden": [D], "generator": "gru, full",
+                    "inference": "score all items", "offline": "two SASRec, 3,417 x 64 embeddings, 2 blocks, L=200"},
+        "target": "online CKI: >= 0.8x the dynamic model's throughput at batch 256, <= 1.3x its latency at batch 1; "
+                  "offline fusion of two ML-1M-sized SASRec checkpoints <= 2 s",
+        "online": online(args.rounds),
+        "offline_seconds": offline(max(3, args.rounds // 5), args.checkpoints),
+        "machine": machine_info(),
+    }
+    write_json(Path(args.out), result)
+    for name, values in result["online"].items():
+        print(f"{name:16s} {values}")
+    for name, value in result["offline_seconds"].items():
+        print(f"offline {name:32s} {value}")
+
+
+if __name__ == "__main__":
+    main()
