@@ -26,7 +26,7 @@ from dynrec.fusion.offline import StateDict, check_state_dicts, spliced_names
 from dynrec.fusion.online import OnlineCKI
 from dynrec.fusion.splice import soft_splice
 from dynrec.models.base import Recommender
-from dynrec.train import length_bucketed_batches, log, training_tensors, trim_padding
+from dynrec.train import log, training_batches, training_tensors, trim_padding
 
 StepLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -80,7 +80,7 @@ def _fit(
     history = [{"epoch": 0, "valid": best["valid"]}]
     for epoch in range(1, epochs + 1):
         total, steps = 0.0, 0
-        for index in length_bucketed_batches(inputs, t.batch_size, generator):
+        for index in training_batches(inputs, t.batch_size, generator):
             seq, target = trim_padding(inputs[index], targets[index])
             negatives = None
             if t.loss == "bce":
