@@ -64,7 +64,10 @@ def main() -> None:
     runs = [read_run(label, Path(path)) for label, _, path in (r.partition("=") for r in args.runs)]
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"runs": runs})
-    table = markdown(runs)
+    command = " ".join(["python scripts/tuning_curves.py", "--out", args.out, *(f'"{r}"' for r in args.runs)])
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in runs if "machine" in r}
+    header = f"Written by `{command}`; unfinished runs show their history so far. Machine: {', '.join(machines)}."
+    table = header + "\n\n" + markdown(runs)
     atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(table))
     print(table)
 
