@@ -51,7 +51,7 @@ def markdown(runs: list[dict]) -> str:
         scored = [(h[key], h["epoch"]) for h in run["history"] if h.get(key) is not None]
         best, at = max(scored)
         test = run.get("test", {}).get("full", {})
-        cells = [f"{test[m]:.4f}" if m in test else "running" for m in ("ndcg@10", "hr@10")]
+        cells = [f"{test[m]:.4f}" if m in test else "not finished" for m in ("ndcg@10", "hr@10")]
         lines.append(f"| {run['label']} | {len(run['history'])} | {best:.4f} ({at}) | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -59,15 +59,17 @@ def markdown(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output path without extension")
+    parser.add_argument("--note", default="", help="Markdown paragraph placed under the header")
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     args = parser.parse_args()
     runs = [read_run(label, Path(path)) for label, _, path in (r.partition("=") for r in args.runs)]
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"runs": runs})
-    command = " ".join(["python scripts/tuning_curves.py", "--out", args.out, *(f'"{r}"' for r in args.runs)])
+    command = " ".join(["python scripts/tuning_curves.py", "--out", args.out, *(["--note ..."] if args.note else []),
+                        *(f'"{r}"' for r in args.runs)])
     machines = {json.dumps(r["machine"], sort_keys=True) for r in runs if "machine" in r}
     header = f"Written by `{command}`; unfinished runs show their history so far. Machine: {', '.join(machines)}."
-    table = header + "\n\n" + markdown(runs)
+    table = header + "\n\n" + (args.note + "\n\n" if args.note else "") + markdown(runs)
     atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(table))
     print(table)
 
