@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="events.sqlite", help="SQLite event store (default ./events.sqlite)")
     p.add_argument("--max-body-bytes", type=int, default=256 * 1024, help="larger bodies get 413 (default 256 KiB)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the model (default 1; 0: torch's)")
+    p.add_argument("--model-thread", action="store_true",
+                   help="run the model in its own thread instead of on the event loop (slower here: GIL hand-offs)")
 
     p = sub.add_parser("demo", help="the main job: SASRec and GRU4Rec on ml-100k, with a results table")
     p.add_argument("--out-dir", default="runs/demo")
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             from dynrec.serve.app import ServeSettings, serve
 
             settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                                     queue_size=args.queue_size, db=args.db, max_body_bytes=args.max_body_bytes)
+                                     queue_size=args.queue_size, db=args.db, max_body_bytes=args.max_body_bytes,
+                                     model_thread=args.model_thread)
             serve(args.bundle, args.host, args.port, args.threads, settings)
         elif args.command == "demo":
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))

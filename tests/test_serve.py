@@ -211,7 +211,8 @@ def test_health_metrics_and_openapi(server):
     assert (health["default_mode"], health["n_items"], health["max_len"]) == ("cki", 30, MAX_LEN)
     schema = server.get("/openapi.json").json()
     assert {"/recommend", "/events", "/healthz", "/metrics"} <= set(schema["paths"])
-    assert "RecommendRequest" in schema["components"]["schemas"]
+    body = schema["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"user_id", "history", "k", "exclude_seen", "mode", "candidates"} == set(body["properties"])
     assert "swagger" in server.get("/docs").text.lower()
     metrics = server.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -292,9 +293,9 @@ def test_bad_input_gets_a_documented_answer_never_a_500(server, bundles):
         assert answer.json()["detail"]
     assert "catalogue's 30 items" in server.post("/recommend", json={"history": ["1"], "k": 31}).json()["detail"]
     headers = {"content-type": "application/json"}
-    for raw in (b'{"history": ["1"', b"not json"):
-        assert server.post("/recommend", content=raw, headers=headers).status_code == 400
-    assert server.post("/recommend", content=b"", headers=headers).status_code == 422  # no body: a missing field
+    for raw in (b'{"history": ["1"', b"not json", b""):
+        answer = server.post("/recommend", content=raw, headers=headers)
+        assert answer.status_code == 400 and answer.json()["detail"][0]["type"] == "json_invalid"
     assert server.post("/events", json={"user_id": "u", "items": []}).status_code == 422
     assert server.get("/recommend").status_code == 405
     assert server.get("/nowhere").status_code == 404
@@ -365,8 +366,11 @@ def test_acknowledged_events_survive_kill_9(bundles, tmp_path):
             assert got["stored_events"] == 5 and got["items"] == given["items"]
 
 
-def test_a_full_queue_answers_503_with_retry_after(bundles, tmp_path):
-    options = ("--queue-size", "1", "--max-batch", "1", "--max-wait-ms", "0")
+@pytest.mark.parametrize("where", ["loop", "thread"])
+def test_a_full_queue_answers_503_with_retry_after(bundles, tmp_path, where):
+    """With the model on the event loop (default) and on its own thread (--model-thread)."""
+    options = ["--queue-size", "1", "--max-batch", "1", "--max-wait-ms", "0"]
+    options += ["--model-thread"] if where == "thread" else []
     with running_server(bundles["dynamic"], tmp_path / "events.sqlite", *options) as (url, _):
         answers = asyncio.run(_post_all(url, "/recommend", [{"history": HISTORIES[2], "k": 5}] * 64))
         statuses = [a.status_code for a in answers]

@@ -19,7 +19,8 @@ import torch
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ValidationError
 
 from dynrec.errors import ConfigError
 from dynrec.serve.batcher import MicroBatcher, Overloaded
@@ -48,6 +49,7 @@ class ServeSettings:
     db: str = "events.sqlite"  # the SQLite event store
     max_body_bytes: int = 256 * 1024  # larger request bodies get 413
     stored_history: int = 1000  # most recent stored events read per user (the exclusion set; the model reads max_len)
+    model_thread: bool = False  # run the model in its own thread: the loop never waits, but passes slow (GIL)
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "max_body_bytes", "stored_history"):
@@ -64,6 +66,11 @@ def _known(raw: list[str], index: dict[str, int]) -> tuple[np.ndarray, list[str]
     return np.array([i for i in ids if i], dtype=np.int64), unknown
 
 
+def _json_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI requestBody of an endpoint that parses `model` from the raw body itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
 def _unprocessable(detail: str) -> HTTPException:
     return HTTPException(status_code=422, detail=detail)
 
@@ -73,7 +80,7 @@ def create_app(bundle: Bundle, settings: ServeSettings) -> FastAPI:
     ranker = Ranker(bundle.scorers(), bundle.popularity)
     batcher: MicroBatcher[Query, Ranked] = MicroBatcher(
         ranker.rank, key=lambda query: query.mode, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-        queue_size=settings.queue_size)
+        queue_size=settings.queue_size, in_thread=settings.model_thread)
     metrics = Metrics(ENDPOINTS, batcher.depth)
     batcher.observe = metrics.batch
     store = EventStore(settings.db)
@@ -99,11 +106,18 @@ def create_app(bundle: Bundle, settings: ServeSettings) -> FastAPI:
         malformed = any(e.get("type") == "json_invalid" for e in errors)
         return JSONResponse({"detail": errors}, status_code=400 if malformed else 422)
 
-    @app.post("/recommend", response_model=RecommendResponse,
+    # The body is parsed by pydantic straight from the bytes (FastAPI's documented Request + openapi_extra
+    # pattern): the same validation and errors as a typed parameter, for about 90 us less per request.
+    @app.post("/recommend", response_model=RecommendResponse, openapi_extra=_json_body(RecommendRequest),
               responses={400: {"description": "malformed JSON"}, 413: {"description": "body too large"},
                          422: {"description": "invalid field"}, 503: {"description": "overloaded; retry later"}})
-    async def recommend(request: RecommendRequest) -> RecommendResponse:
+    async def recommend(raw: Request) -> Response:
         """Top-k items for a user's stored events and/or a given history."""
+        try:
+            request = RecommendRequest.model_validate_json(await raw.body())
+        except ValidationError as error:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)],
+                                         body=None) from None
         if request.user_id is None and not request.history:
             raise _unprocessable("give user_id (stored events), history, or both")
         mode = request.mode or default_mode
@@ -126,11 +140,12 @@ def create_app(bundle: Bundle, settings: ServeSettings) -> FastAPI:
             except Overloaded as error:
                 raise HTTPException(503, f"overloaded: {error}; retry later", headers={"Retry-After": "1"}) from None
         metrics.answer(used)
-        return RecommendResponse(
+        answer = RecommendResponse(
             items=[ScoredItem(item=bundle.item_ids[i], score=s) for i, s in zip(ranked.items.tolist(),
                                                                                 ranked.scores.tolist(), strict=True)],
             mode=used, fallback=used == "popularity", history_used=len(history), truncated=len(known) > len(history),
             stored_events=len(stored), unknown_items=unknown, unknown_candidates=unknown_candidates)
+        return Response(answer.model_dump_json(), media_type="application/json")  # built valid: no second check
 
     @app.post("/events", response_model=EventsResponse,
               responses={400: {"description": "malformed JSON"}, 413: {"description": "body too large"},
@@ -165,7 +180,9 @@ def serve(bundle_path: str | Path, host: str = "127.0.0.1", port: int = 8000, th
     if threads > 0:
         torch.set_num_threads(threads)
     app = create_app(bundle, settings or ServeSettings())
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; with proto 0, Nagle's algorithm
+    # and delayed ACKs held every response back by tens of milliseconds (1,050 -> 340 requests/s here).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)

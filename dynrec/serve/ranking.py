@@ -42,7 +42,8 @@ class Ranker:
 
     def __init__(self, scorers: dict[str, Recommender], popularity: torch.Tensor) -> None:
         self.scorers = scorers
-        self.popularity = popularity  # (N + 1,), [0] = -inf
+        self.popularity = popularity.numpy()  # (N + 1,), [0] = -inf
+        self.by_popularity = np.argsort(-self.popularity, kind="stable")  # ties: the smaller internal id first
         self.n_items = len(popularity) - 1
 
     @torch.inference_mode()
@@ -59,14 +60,23 @@ class Ranker:
         return self._top(scores, queries)
 
     def popular(self, query: Query) -> Ranked:
-        """The most popular items in training (the answer for an empty history), with the same masks."""
-        return self._top(self.popularity[None].clone(), [query])[0]
+        """The most popular items in training (the answer for an empty history), with the same exclusions."""
+        allowed = np.ones(self.n_items + 1, dtype=bool)
+        allowed[0] = False
+        allowed[query.seen] = False
+        if query.candidates is not None:
+            chosen = np.zeros_like(allowed)
+            chosen[query.candidates] = True
+            allowed &= chosen
+        items = self.by_popularity[allowed[self.by_popularity]][: query.k]
+        return Ranked(items, self.popularity[items])
 
     def _top(self, scores: torch.Tensor, queries: list[Query]) -> list[Ranked]:
         """Mask seen items and non-candidates with -inf, take one top-k, drop masked entries per query."""
         counts = [len(q.seen) for q in queries]
-        rows = torch.from_numpy(np.repeat(np.arange(len(queries)), counts))
-        scores[rows, torch.from_numpy(np.concatenate([q.seen for q in queries]).astype(np.int64))] = float("-inf")
+        if sum(counts):
+            rows = torch.from_numpy(np.repeat(np.arange(len(queries)), counts))
+            scores[rows, torch.from_numpy(np.concatenate([q.seen for q in queries]).astype(np.int64))] = float("-inf")
         restricted = [i for i, q in enumerate(queries) if q.candidates is not None]
         if restricted:
             chosen = [queries[i].candidates for i in restricted]
@@ -76,6 +86,7 @@ class Ranker:
             index = torch.tensor(restricted)
             scores[index] = scores[index].masked_fill(~allowed, float("-inf"))
         values, indices = torch.topk(scores, min(max(q.k for q in queries), self.n_items), dim=1)  # (B, k)
-        finite = torch.isfinite(values)
-        return [Ranked(indices[i, : q.k][finite[i, : q.k]].numpy(), values[i, : q.k][finite[i, : q.k]].numpy())
+        values, indices = values.numpy(), indices.numpy()
+        finite = np.isfinite(values)
+        return [Ranked(indices[i, : q.k][finite[i, : q.k]], values[i, : q.k][finite[i, : q.k]])
                 for i, q in enumerate(queries)]
