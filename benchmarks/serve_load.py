@@ -67,6 +67,14 @@ def make_bundle(out: Path, setting: str, data_dir: str | None) -> None:
     api.export(run, out, data_dir=data_dir, force=True)
 
 
+def weights_note(config: dict) -> str:
+    """Whether the bundle's source run was trained: `dynrec train` leaves a result.json, --make-bundle does not."""
+    source = Path(config["source_checkpoint"])
+    if (source / "result.json").exists():
+        return f"trained: {source}"
+    return f"untrained ({source} has no result.json): timing only, weights do not change the cost"
+
+
 def request_bodies(bundle: Path, mode: str, k: int, count: int = 2000, seed: int = 0) -> tuple[list[bytes], int]:
     """Serialized /recommend bodies with max_len-item histories drawn by training popularity; and max_len."""
     config = json.loads((bundle / "config.json").read_text())
@@ -117,20 +125,28 @@ def batch_totals(url: str) -> tuple[float, float]:
 
 
 class Connections:
-    """Keep-alive HTTP/1.1 connections to one host: a free one is reused, else a new one is opened."""
+    """Keep-alive HTTP/1.1 connections to one host: a free one is reused, else a new one is opened. A connection
+    idle for `max_idle` seconds is closed instead, before the server's keep-alive timeout (uvicorn: 5 s) could
+    close it under a request."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    def __init__(self, host: str, port: int, max_idle: float = 3.0) -> None:
+        self.host, self.port, self.max_idle = host, port, max_idle
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if now - since < self.max_idle:
+                return reader, writer
+            writer.close()
+        self.opened += 1
+        return await asyncio.open_connection(self.host, self.port)
 
     async def request(self, raw: bytes) -> int:
         """Send one pre-built request; return the response status once its whole body has arrived."""
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened += 1
+        reader, writer = await self._connection()
         try:
             writer.write(raw)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -142,11 +158,11 @@ class Connections:
         if re.search(rb"(?i)connection: *close", head):
             writer.close()
         else:
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         return int(head.split(b" ", 2)[1])
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
         self.idle.clear()
 
@@ -253,10 +269,10 @@ def main() -> None:
             "path": str(bundle),
             "model": config["model"],
             "n_items": config["n_items"],
-            "weights": (f"untrained ({args.setting} setting, seed 0): timing only, weights do not change the cost"
-                        if args.make_bundle else f"exported from {config['source_checkpoint']}"),
+            "weights": weights_note(config),
         },
-        "server": {"options": server_args or "defaults (max-batch 64, max-wait-ms 2, queue-size 256, threads 1)"},
+        "server": {"options": server_args, "defaults": "max-batch 64, max-wait-ms 2, queue-size 128, threads 1, "
+                                                      "model on the event loop"},
         "requests": {"endpoint": "POST /recommend", "mode": args.mode, "k": args.k, "history_length": length,
                      "exclude_seen": True, "arrivals": "open loop, fixed interval 1/rate",
                      "latency": "from the scheduled send time to the end of the response",

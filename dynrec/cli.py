@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=64, help="requests per forward pass (default 64)")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long a batch's first request waits for more (default 2)")
-    p.add_argument("--queue-size", type=int, default=256,
-                   help="requests waiting for the model before new ones get 503 (default 256)")
+    p.add_argument("--queue-size", type=int, default=128,
+                   help="requests waiting for the model before new ones get 503 (default 128)")
     p.add_argument("--db", default="events.sqlite", help="SQLite event store (default ./events.sqlite)")
     p.add_argument("--max-body-bytes", type=int, default=256 * 1024, help="larger bodies get 413 (default 256 KiB)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the model (default 1; 0: torch's)")

@@ -32,6 +32,7 @@ from dynrec.errors import CheckpointError
 from dynrec.fusion import OnlineCKI
 from dynrec.models import build_model
 from dynrec.serve.bundle import file_sha256, load_bundle, tensor_sha256
+from dynrec.serve.schemas import RecommendResponse
 from tests.conftest import tiny_model_config, write_cyclic_sequences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +239,7 @@ def test_every_mode_ranks_as_the_offline_model(server, bundles):
     for body, answer in zip(bodies, answers, strict=True):
         assert answer.status_code == 200, answer.text
         got = answer.json()
+        RecommendResponse.model_validate(got)  # the answer keeps its documented schema
         assert got["mode"] == body["mode"] and not got["fallback"] and got["history_used"] == len(body["history"])
         tops[(body["mode"], tuple(body["history"]))] = [item["item"] for item in got["items"]]
         assert tops[(body["mode"], tuple(body["history"]))] == _offline_top(offline[body["mode"]], idmap["items"],

@@ -9,6 +9,7 @@ longer than the model's max_len keeps its most recent max_len items, labelled tr
 
 from __future__ import annotations
 
+import json
 import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from dynrec.serve.schemas import (
     Health,
     RecommendRequest,
     RecommendResponse,
-    ScoredItem,
 )
 from dynrec.serve.store import EventStore
 
@@ -45,7 +45,7 @@ ENDPOINTS = ("/recommend", "/events", "/healthz", "/metrics", "/docs", "/openapi
 class ServeSettings:
     max_batch: int = 64  # requests per forward pass; larger amortises more, a batch takes longer
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
-    queue_size: int = 256  # requests waiting for the model before new ones get 503
+    queue_size: int = 128  # requests waiting for the model before new ones get 503 (about 2 passes of work)
     db: str = "events.sqlite"  # the SQLite event store
     max_body_bytes: int = 256 * 1024  # larger request bodies get 413
     stored_history: int = 1000  # most recent stored events read per user (the exclusion set; the model reads max_len)
@@ -140,12 +140,13 @@ def create_app(bundle: Bundle, settings: ServeSettings) -> FastAPI:
             except Overloaded as error:
                 raise HTTPException(503, f"overloaded: {error}; retry later", headers={"Retry-After": "1"}) from None
         metrics.answer(used)
-        answer = RecommendResponse(
-            items=[ScoredItem(item=bundle.item_ids[i], score=s) for i, s in zip(ranked.items.tolist(),
-                                                                                ranked.scores.tolist(), strict=True)],
-            mode=used, fallback=used == "popularity", history_used=len(history), truncated=len(known) > len(history),
-            stored_events=len(stored), unknown_items=unknown, unknown_candidates=unknown_candidates)
-        return Response(answer.model_dump_json(), media_type="application/json")  # built valid: no second check
+        answer = {  # RecommendResponse's fields, written directly: ~60 us less than building pydantic objects
+            "items": [{"item": bundle.item_ids[i], "score": s}
+                      for i, s in zip(ranked.items.tolist(), ranked.scores.tolist(), strict=True)],
+            "mode": used, "fallback": used == "popularity", "history_used": len(history),
+            "truncated": len(known) > len(history), "stored_events": len(stored), "unknown_items": unknown,
+            "unknown_candidates": unknown_candidates}
+        return Response(json.dumps(answer), media_type="application/json")
 
     @app.post("/events", response_model=EventsResponse,
               responses={400: {"description": "malformed JSON"}, 413: {"description": "body too large"},
