@@ -1,4 +1,4 @@
-"""The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`)."""
+"""The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`, `export`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dynrec.fusion.files import check_same_catalogue, is_dynrec_checkpoint, read
 from dynrec.fusion.learned import train_compatibility
 from dynrec.fusion.offline import METHODS, fuse
 from dynrec.machine import machine_info
+from dynrec.serve.bundle import export_bundle
 from dynrec.train import PROTOCOL_NOTES, data_for
 from dynrec.train import train as _train
 
@@ -106,6 +107,22 @@ def fuse_checkpoints(
         result.info["learning"] = learning
     write_fused(out, result, paths)
     return result.info
+
+
+def export(
+    checkpoint: str | Path,
+    out: str | Path,
+    hard: bool = False,
+    bins: int = BINS,
+    data_dir: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Write a checkpoint as a verified serving bundle (`dynrec export`); popularity counts come from the
+    run's own dataset, loaded here. `hard`/`bins` set how mode cki splices. Returns the manifest."""
+    _, cfg, _ = load_checkpoint(checkpoint)
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    return export_bundle(checkpoint, out, data_for(cfg), hard=hard, bins=bins, force=force)
 
 
 def demo(out_dir: str | Path = "runs/demo", progress: bool = True) -> list[dict]:

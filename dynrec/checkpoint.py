@@ -81,17 +81,21 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Recomme
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load safetensors weights, naming the first missing, unexpected or mis-shaped tensor."""
-    tensors = load_file(str(path))
+    load_tensors(model, load_file(str(path)), path)
+
+
+def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load a state dict into model after checking it has exactly the model's tensor names and shapes."""
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in tensors:
-            raise CheckpointError(f"{path}: missing tensor {name!r}")
+            raise CheckpointError(f"{where}: missing tensor {name!r}")
         if tensors[name].shape != tensor.shape:
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+            raise CheckpointError(f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                                   f"expected {tuple(tensor.shape)}")
     extra = sorted(set(tensors) - set(expected))
     if extra:
-        raise CheckpointError(f"{path}: unexpected tensor {extra[0]!r}")
+        raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r}")
     model.load_state_dict(tensors)
 
 

@@ -1,4 +1,4 @@
-"""Command line: `dynrec train | evaluate | fuse | demo | experiment | data`."""
+"""Command line: `dynrec train | evaluate | fuse | export | serve | demo | experiment | data`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("export", help="write a checkpoint as a serving bundle (weights, config, id map, "
+                                      "popularity, manifest of hashes)")
+    p.add_argument("--checkpoint", required=True, help="a dynrec run directory (static or dynamic model)")
+    p.add_argument("--out", required=True, help="bundle directory to create (written atomically)")
+    p.add_argument("--cki", choices=["soft", "hard"], default="soft", help="how mode cki splices (default soft)")
+    p.add_argument("--bins", type=int, default=10, help="histogram bins of CKI's entropy (default 10)")
+    p.add_argument("--data-dir", help="where the run's dataset lives (for the popularity counts)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+
+    p = sub.add_parser("serve", help="serve a bundle over HTTP: /recommend, /events, /healthz, /metrics, /docs")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed at start)")
+    p.add_argument("--max-batch", type=int, default=64, help="requests per forward pass (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long a batch's first request waits for more (default 2)")
+    p.add_argument("--queue-size", type=int, default=128,
+                   help="requests waiting for the model before new ones get 503 (default 128)")
+    p.add_argument("--db", default="events.sqlite", help="SQLite event store (default ./events.sqlite)")
+    p.add_argument("--max-body-bytes", type=int, default=256 * 1024, help="larger bodies get 413 (default 256 KiB)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the model (default 1; 0: torch's)")
+    p.add_argument("--model-thread", action="store_true",
+                   help="run the model in its own thread instead of on the event loop (slower here: GIL hand-offs)")
+
     p = sub.add_parser("demo", help="the main job: SASRec and GRU4Rec on ml-100k, with a results table")
     p.add_argument("--out-dir", default="runs/demo")
     p.add_argument("--no-progress", action="store_true")
@@ -93,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             info = api.fuse_checkpoints(args.models, args.method, args.out, args.tensors, options, args.base,
                                         args.learn_epochs, args.data_dir, progress=not args.no_progress)
             print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models -> {args.out}")
+        elif args.command == "export":
+            manifest = api.export(args.checkpoint, args.out, args.cki == "hard", args.bins, args.data_dir, args.force)
+            print(f"{len(manifest['tensors'])} tensors, {len(manifest['files'])} files -> {args.out}")
+        elif args.command == "serve":
+            from dynrec.serve.app import ServeSettings, serve
+
+            settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                     queue_size=args.queue_size, db=args.db, max_body_bytes=args.max_body_bytes,
+                                     model_thread=args.model_thread)
+            serve(args.bundle, args.host, args.port, args.threads, settings)
         elif args.command == "demo":
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
         elif args.command == "experiment":
