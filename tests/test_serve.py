@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import load_file, save_file
 
 from dynrec.checkpoint import load_checkpoint, save_checkpoint
@@ -218,8 +219,10 @@ def test_health_metrics_and_openapi(server):
     metrics = server.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert _metric(metrics.text, 'dynrec_requests_total{endpoint="/healthz",status="200"}') >= 1
-    assert "# TYPE dynrec_request_seconds histogram" in metrics.text
-    assert "# TYPE dynrec_batch_size histogram" in metrics.text
+    families = {family.name: family.type for family in text_string_to_metric_families(metrics.text)}
+    assert families == {"dynrec_requests": "counter", "dynrec_request_seconds": "histogram",
+                        "dynrec_batch_size": "histogram", "dynrec_batch_seconds": "histogram",
+                        "dynrec_queue_depth": "gauge", "dynrec_recommendations": "counter"}
     assert _metric(metrics.text, "dynrec_queue_depth") == 0
 
 
