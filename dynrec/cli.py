@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/experiments", help="where the cached runs live")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (1 when two workers share 2 cores; not part of the cache key)")
+    p.add_argument("--variants", nargs="+", choices=["static", "dynamic"], default=["static", "dynamic"],
+                   help="which twins this worker trains (finished runs of the other are still reported)")
     p.add_argument("--out-dir", default="docs/results")
 
     p = sub.add_parser("data", help="load a dataset and print its statistics")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             from dynrec.experiments import dynamic
 
             rows = dynamic.static_vs_dynamic(args.datasets, args.backbones, args.seeds, args.setting, Path(args.root),
-                                             threads=args.threads)
+                                             threads=args.threads, variants=tuple(args.variants))
             dynamic.write_outputs(rows, args.setting, Path(args.out_dir))
             print(f"{len(rows)} rows -> {args.out_dir}/dynamic_{args.setting}.csv")
         elif args.command == "data":

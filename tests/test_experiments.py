@@ -32,3 +32,18 @@ def test_summary_reports_mean_std_and_relative_change():
     assert "| d | b | static | 2 | 0.2000 ± 0.1414 |" in table
     assert "| d | b | dynamic | 2 | 0.4000 ± 0.1414 |" in table
     assert "| d | b | dynamic vs static | | +100.0% |" in table
+
+
+def test_a_worker_trains_only_its_variants(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(cfg, progress=False):
+        trained.append(cfg.model.dynamic)
+        return {"test": {"sampled": {"ndcg@5": 0.5}}, "epochs": 1, "seconds_per_epoch": 1.0}
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    rows = dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("static",))
+    assert trained == [False]  # the dynamic twin was neither trained nor invented
+    assert [(r["variant"], r["ndcg@5"]) for r in rows] == [("static", 0.5)]
+    with pytest.raises(ValueError, match="unknown variants"):
+        dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("dinamic",))
