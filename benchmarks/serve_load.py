@@ -68,10 +68,15 @@ def make_bundle(out: Path, setting: str, data_dir: str | None) -> None:
 
 
 def weights_note(config: dict) -> str:
-    """Whether the bundle's source run was trained: `dynrec train` leaves a result.json, --make-bundle does not."""
+    """How trained the bundle's source run was: finished (result.json), stopped before early stopping ended
+    (trainer state only: its best epoch so far), or untrained (--make-bundle)."""
     source = Path(config["source_checkpoint"])
     if (source / "result.json").exists():
         return f"trained: {source}"
+    if (source / "trainer_state.pt").exists():
+        state = torch.load(source / "trainer_state.pt", weights_only=True)
+        return (f"trained {state['epoch']} epochs, early stopping not reached: weights of the best epoch so far "
+                f"({state['best_epoch']}, validation {state['best']}); {source}")
     return f"untrained ({source} has no result.json): timing only, weights do not change the cost"
 
 
