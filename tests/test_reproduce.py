@@ -1,5 +1,6 @@
 """The paper tables on a tiny dataset: the grid's runs are shared, options are chosen on validation only,
-a rerun trains and evaluates nothing, an interrupted run resumes where it stopped, one CSV row per cell."""
+a rerun trains and evaluates nothing, an interrupted run resumes where it stopped, one CSV row per cell,
+the CLI end to end (CSVs, paired tests, charts, results.md), and bad requests get a clear error."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dynrec.experiments import dynamic, methods, runner, tables
+from dynrec import api, cli
+from dynrec.errors import ConfigError
+from dynrec.experiments import dynamic, methods, paper, report, runner, tables
 from tests.conftest import write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
@@ -123,3 +126,50 @@ def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
     ctx = tables.Context(root=work / "empty", budget=tables.QUICK, cached_only=True)
     timing = tables.reproduce_table("table3", [str(data)], ["sasrec"], [0], ctx, work / "cached-only")
     assert timing["pairs_complete"] == 0
+    assert report.render(work / "cached-only", work / "cached-only" / "results.md").is_file()
+
+
+def test_quick_end_to_end_from_the_command_line(table1, capsys):
+    work, _ = table1
+    out = work / "cli"
+    argv = ["reproduce", "all", "--quick", "--datasets", str(work / "cyclic.txt"), "--backbones", "sasrec",
+            "--seeds", "0", "--root", str(work / "runs"), "--out-dir", str(out), "--threads", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "table3: 1/1 pairs complete" in capsys.readouterr().out
+    for name in tables.TABLES:
+        assert _rows(out / f"{name}.csv") and _rows(out / f"{name}_tests.csv")
+        assert (out / f"{name}_timing.json").is_file()
+        assert (out / f"{name}_sampled.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "results.md").read_text()
+    assert report.QUICK_BANNER in text
+    assert "## Table 4" in text and "p bootstrap" in text and "## Time per table" in text
+    assert f"![table1]({Path('table1_sampled.png')})" in text  # charts linked relative to the page
+
+
+def test_missing_cells_say_not_run_yet(tmp_path):
+    rendered = report.render(tmp_path, tmp_path / "results.md").read_text()
+    assert rendered.count(report.NOT_RUN) >= 3 * len(tables.DATASETS) * len(tables.BACKBONES)
+    assert "±" not in rendered.split("## Time per table")[1] and report.QUICK_BANNER not in rendered
+
+
+def test_published_figures_are_those_of_design_section_5():
+    assert paper.published("table3", "ml-1m", "cki") == {"ndcg@5": 0.4811, "hr@5": 0.6315, "ndcg@10": 0.5211,
+                                                         "hr@10": 0.7535}
+    assert paper.published("table4", "douban-music", "cki+epoch")["ndcg@10"] == 0.4223
+    assert paper.published("table1", "ml-1m", "ties") is None
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tables": "table2"}, "unknown table 'table2'"),
+    ({"tables": "table4", "methods": ["ties"]}, "'ties' is not a method of table4"),
+    ({"tables": "all", "methods": ["cki-soft"]}, "'cki-soft' is not a method"),
+    ({"tables": "table1", "protocols": ["popular"]}, "unknown protocol 'popular'"),
+])
+def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        api.reproduce(**kwargs, root=tmp_path, out_dir=tmp_path, progress=False)
+
+
+def test_the_command_line_prints_the_error_and_exits_2(capsys):
+    assert cli.main(["reproduce", "table2"]) == 2
+    assert "unknown table 'table2' (expected one of table1, table3, table4 or all)" in capsys.readouterr().err
