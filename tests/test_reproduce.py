@@ -103,18 +103,20 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(table1, monkeypatc
     work, out = table1
     before = _rows(out / "table1.csv")
     cell = work / "runs" / "tables" / "cyclic.txt-sasrec-s0"
-    for path in cell.glob("cki-hard-*"):  # as if killed before CKI hard's evaluation was stored
+    for path in [*cell.glob("cki-hard-*"), *cell.glob("ensemble-full-*")]:  # as if killed before these were stored
         path.unlink()
     calls, evaluate = [], tables.evaluate
 
-    def counting(scorer, data, split, *args):
-        calls.append(split)
-        return evaluate(scorer, data, split, *args)
+    def counting(scorer, data, split, protocols, *args):
+        calls.append((split, *protocols))
+        return evaluate(scorer, data, split, protocols, *args)
 
     monkeypatch.setattr(tables, "evaluate", counting)
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a cached run"))
     tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), out)
-    assert calls == ["valid", "test"]  # CKI hard only: its grid points were still cached
+    # only what was lost: the ensemble's full ranking, CKI hard under both protocols (its grid was still cached)
+    assert sorted(calls) == sorted([("valid", "sampled"), ("test", "full"),
+                                    ("valid", "sampled"), ("test", "full"), ("test", "sampled")])
     timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in rows]
                 for rows in (before, _rows(out / "table1.csv"))]
     assert timeless[0] == timeless[1]

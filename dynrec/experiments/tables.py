@@ -102,10 +102,12 @@ class Context:
 
 @dataclass
 class Evaluated:
-    """One method's cached evaluation of one pair: its record and where its per-user arrays are."""
+    """One method on one pair: its cached record and per-user array stem per protocol evaluated so far, and
+    the seconds its selection on validation took."""
 
-    record: dict
-    stem: Path
+    records: dict[str, dict]
+    stems: dict[str, Path]
+    selection_seconds: float
 
 
 def check_request(tables: list[str], protocols: list[str] | tuple[str, ...], methods: list[str] | None = None) -> None:
@@ -204,69 +206,78 @@ def select(pair: Pair, name: str, ctx: Context) -> tuple[dict, list[dict]] | Non
 
 
 def evaluate_method(pair: Pair, name: str, ctx: Context) -> Evaluated | None:
-    """The method with its validation-chosen options, on validation and on test under every protocol, with
-    per-user test arrays; read back when cached. None while something is missing (cached_only)."""
+    """The method with its validation-chosen options, on test under each protocol (one cached record and
+    per-user arrays per protocol, so protocols can be run in separate sittings); only the missing protocols
+    are computed. None when nothing is there (cached_only)."""
     method = METHODS[name]
     chosen = select(pair, name, ctx)
     if chosen is None:
         return None
     options, grid = chosen
-    payload = {"method": name, "options": options, "runs": _runs(pair, method), "protocols": list(ctx.protocols),
-               **_eval_settings(pair)}
-    stem = ctx.root / "tables" / pair.name / f"{name}-{payload_key(payload)}"
-    record = read_record(stem)
-    if record is None:
-        if ctx.cached_only:
-            return None
-        record, arrays = _evaluate(pair, name, options, grid, ctx)
-        write_record(stem, record, arrays)
-    return Evaluated(record, stem)
+    payload = {"method": name, "options": options, "runs": _runs(pair, method), **_eval_settings(pair)}
+    stems = {p: ctx.root / "tables" / pair.name / f"{name}-{p}-{payload_key({**payload, 'protocol': p})}"
+             for p in ctx.protocols}
+    records = {p: read_record(stem) for p, stem in stems.items()}
+    missing = [p for p, record in records.items() if record is None]
+    if missing and not ctx.cached_only:
+        for protocol, (record, arrays) in _evaluate(pair, name, options, missing, ctx).items():
+            write_record(stems[protocol], record, arrays)
+            records[protocol] = record
+    present = {p: record for p, record in records.items() if record is not None}
+    if not present:
+        return None
+    return Evaluated(present, {p: stems[p] for p in present}, sum(point["seconds"] for point in grid))
 
 
-def _evaluate(pair: Pair, name: str, options: dict, grid: list[dict], ctx: Context) -> tuple[dict, dict]:
+def _evaluate(pair: Pair, name: str, options: dict, protocols: list[str], ctx: Context) -> dict[str, tuple]:
+    """Build the method once, score validation (the selection metric) and test under each protocol; the
+    build and validation seconds are shared evenly by the protocols computed together."""
     method, e, t = METHODS[name], pair.cfg.eval, pair.cfg.train
     if ctx.progress:
-        log(f"{pair.name}: {name} {options}")
+        log(f"{pair.name}: {name} {options} on {', '.join(protocols)}")
     tic = time.perf_counter()
     scorer, details = method.build(pair, options)
-    built = time.perf_counter()
     valid, score = _valid_score(scorer, pair)
-    test = evaluate(scorer, pair.data, "test", list(ctx.protocols), e.ks, e.batch_size, e.sampled_negatives,
-                    e.sample_seed)
-    arrays = {f"test/{p}/{m}": values for p, per_user in test["_per_user"].items() for m, values in per_user.items()}
-    record = {
-        "method": name, "label": method.label, "options": options, "options_from": method.options_of,
-        "grid": grid, "runs": [str(d) for d in pair.dirs], "budget": ctx.budget.name,
-        "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric, "value": score},
-        "valid": public(valid), "test": public(test), "details": details,
-        "seconds": {"build": round(built - tic, 3), "evaluate": round(time.perf_counter() - built, 3),
-                    "selection": round(sum(point["seconds"] for point in grid), 3)},
-        "machine": machine_info(),
-    }
-    return record, arrays
+    shared = round((time.perf_counter() - tic) / len(protocols), 3)
+    out = {}
+    for protocol in protocols:
+        tic = time.perf_counter()
+        test = evaluate(scorer, pair.data, "test", [protocol], e.ks, e.batch_size, e.sampled_negatives, e.sample_seed)
+        record = {
+            "method": name, "label": method.label, "protocol": protocol, "options": options,
+            "options_from": method.options_of, "runs": [str(d) for d in pair.dirs], "budget": ctx.budget.name,
+            "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric, "value": score},
+            "valid": public(valid), "test": test[protocol], "details": details,
+            "seconds": {"build_and_validation": shared, "test": round(time.perf_counter() - tic, 3)},
+            "machine": machine_info(),
+        }
+        out[protocol] = record, {f"test/{protocol}/{m}": v for m, v in test["_per_user"][protocol].items()}
+    return out
 
 
 def _options_text(options: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in options.items())
 
 
-def _metric_order(name: str) -> tuple:
-    family, _, k = name.partition("@")
-    return (int(k) if k else 10**6, ("ndcg", "hr", "mrr", "auc", "uauc").index(family))
+def metric_columns(ks: list[int]) -> list[str]:
+    """The metric columns of every row, whatever its protocol (a protocol without one leaves it empty)."""
+    return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")] + ["auc", "uauc"]
 
 
-def rows_of(table: str, dataset: str, backbone: str, seed: int, evaluated: Evaluated) -> list[dict]:
-    """One CSV row per protocol: test metrics (the same columns for every protocol, empty where a protocol
-    has none), the validation score that selected the method, its options and seconds."""
-    record = evaluated.record
-    selection = record["selection"]
-    names = sorted({m for metrics in record["test"].values() for m in metrics}, key=_metric_order)
-    return [{"table": table, "dataset": Path(dataset).name, "backbone": backbone, "method": record["method"],
-             "protocol": protocol, "seed": seed, **{m: metrics.get(m) for m in names},
-             "selected_on": f"valid {selection['protocol']} {selection['metric']}", "valid_score": selection["value"],
-             "options": _options_text(record["options"]), "seconds": round(sum(record["seconds"].values()), 3),
-             "budget": record["budget"]}
-            for protocol, metrics in record["test"].items()]
+def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int]) -> list[dict]:
+    """One CSV row per protocol: test metrics, the validation score that selected the method, its options
+    and the seconds its selection and evaluation took."""
+    dataset, backbone, seed = cell
+    rows = []
+    for protocol, record in evaluated.records.items():
+        selection = record["selection"]
+        rows.append({"table": table, "dataset": Path(dataset).name, "backbone": backbone, "method": record["method"],
+                     "protocol": protocol, "seed": seed, **{m: record["test"].get(m) for m in metric_columns(ks)},
+                     "selected_on": f"valid {selection['protocol']} {selection['metric']}",
+                     "valid_score": selection["value"], "options": _options_text(record["options"]),
+                     "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
+                     "budget": record["budget"]})
+    return rows
 
 
 def _per_user(cells: dict, where: tuple, method: str, seeds: list[int], loaded: dict) -> np.ndarray:
@@ -275,7 +286,7 @@ def _per_user(cells: dict, where: tuple, method: str, seeds: list[int], loaded: 
     dataset, backbone, protocol, metric = where
     arrays = []
     for seed in seeds:
-        stem, key = cells[dataset, backbone, seed, method].stem, f"test/{protocol}/{metric}"
+        stem, key = cells[dataset, backbone, seed, method].stems[protocol], f"test/{protocol}/{metric}"
         if (stem, key) not in loaded:
             loaded[stem, key] = read_arrays(stem, key)
         arrays.append(loaded[stem, key])
@@ -290,9 +301,10 @@ def paired_tests(
     single model with the higher test mean (the harder comparison). p-values are cached under `root`."""
     table, rows = TABLES[name], []
     for dataset, backbone in sorted({(d, b) for d, b, _, _ in cells}):
-        seeds_of = {m: {s for d, b, s, mm in cells if (d, b, mm) == (dataset, backbone, m)} for m in table.methods}
         loaded: dict = {}
         for protocol, metric, (tested, versus) in itertools.product(protocols, TESTED_METRICS, table.tests):
+            seeds_of = {m: {s for (d, b, s, mm), e in cells.items()
+                            if (d, b, mm) == (dataset, backbone, m) and protocol in e.stems} for m in table.methods}
             where = (dataset, backbone, protocol, metric)
             other = versus
             if versus == "best-single":
@@ -304,13 +316,13 @@ def paired_tests(
                 continue
             mine, theirs = _per_user(cells, where, tested, seeds, loaded), _per_user(cells, where, other, seeds, loaded)
             differences = (mine - theirs).mean(0)  # (U,): each user's difference, averaged over seeds
-            stems = [str(cells[dataset, backbone, s, m].stem) for m in (tested, other) for s in seeds]
+            stems = [str(cells[dataset, backbone, s, m].stems[protocol]) for m in (tested, other) for s in seeds]
             rows.append({"table": name, "dataset": Path(dataset).name, "backbone": backbone, "protocol": protocol,
                          "metric": metric, "method": tested, "versus": versus, "versus_method": other,
                          "seeds": len(seeds), "users": len(differences), "mean_method": round(float(mine.mean()), 6),
                          "mean_versus": round(float(theirs.mean()), 6),
                          "difference": round(float(differences.mean()), 6),
-                         **_p_values(differences, root, {"stems": stems, "protocol": protocol, "metric": metric})})
+                         **_p_values(differences, root, {"stems": stems, "metric": metric})})
     return rows
 
 
@@ -340,7 +352,7 @@ def reproduce_table(
     wanted = [m for m in table.methods if methods is None or m in methods]
     rows, cells = [], {}
     base_seconds = method_seconds = 0.0
-    complete = 0  # pairs with every method evaluated
+    complete = 0  # pairs with every method evaluated under every protocol
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         pair, seconds = open_pair(table, dataset, backbone, seed, ctx)
         base_seconds += seconds
@@ -351,11 +363,12 @@ def reproduce_table(
             evaluated = evaluate_method(pair, method, ctx)
             if evaluated is None:
                 continue
-            done += 1
+            done += len(evaluated.records)
             cells[dataset, backbone, seed, method] = evaluated
-            rows += rows_of(name, dataset, backbone, seed, evaluated)
-            method_seconds += sum(evaluated.record["seconds"].values())
-        complete += done == len(wanted)
+            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks)
+            method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
+                                                                for r in evaluated.records.values())
+        complete += done == len(wanted) * len(ctx.protocols)
     write_csv(out_dir / f"{name}.csv", rows)
     write_csv(out_dir / f"{name}_tests.csv", paired_tests(name, cells, ctx.protocols, ctx.root))
     timing = {
