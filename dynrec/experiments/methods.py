@@ -143,6 +143,7 @@ def _plus_epoch(start: str) -> Callable[[Pair, dict], Built]:
         init = pair.dirs[0] if start == "model-a" else fused_checkpoint(pair, start, options)
         cfg = copy.deepcopy(pair.cfg)
         cfg.train.init_from, cfg.train.epochs, cfg.train.patience = str(init), 1, 1
+        cfg.eval.protocols = [cfg.train.select_protocol]  # the run's own report; the table scores test itself
         run_cached(cfg, pair.root, f"plus1-{start}", pair.progress)
         return load_checkpoint(cfg.out_dir)[0], {"init_from": str(init), "run": cfg.out_dir}
 
