@@ -1,9 +1,12 @@
-"""The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`, `export`)."""
+"""The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`, `export`,
+`reproduce`)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import torch
 
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.config import RunConfig, load_config
@@ -123,6 +126,48 @@ def export(
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     return export_bundle(checkpoint, out, data_for(cfg), hard=hard, bins=bins, force=force)
+
+
+def reproduce(
+    tables: str | list[str] = "all",
+    datasets: list[str] | None = None,
+    backbones: list[str] | None = None,
+    seeds: list[int] | None = None,
+    methods: list[str] | None = None,
+    quick: bool = False,
+    protocols: list[str] | None = None,
+    threads: int = 0,
+    root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    report: str | Path | None = None,
+    cached_only: bool = False,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """The CKI paper's Tables 1, 3, 4 (`dynrec reproduce`): train what is missing (cached by config, so a
+    reproduction resumes), evaluate every method, write <table>.csv, <table>_tests.csv, <table>_timing.json
+    into out_dir and render `report`. `tables`: a name, a list, "all", or "report" (render only). `quick`: a
+    smoke budget on ml-100k under runs/quick (not results). Returns each table's timing."""
+    from dynrec.experiments import report as rendering  # here: matplotlib and scipy load only when asked
+    from dynrec.experiments import tables as paper
+
+    if tables == "all":
+        names = list(paper.TABLES)
+    else:
+        names = [] if tables == "report" else [tables] if isinstance(tables, str) else list(tables)
+    protocols = tuple(protocols or paper.PROTOCOLS)
+    paper.check_request(names, protocols, methods)
+    out = Path(out_dir or ("runs/quick/results" if quick else "docs/results"))
+    report = Path(report or (out / "results.md" if quick else "docs/results.md"))
+    if threads:
+        torch.set_num_threads(threads)
+    ctx = paper.Context(Path(root or ("runs/quick" if quick else "runs/experiments")),
+                        paper.QUICK if quick else paper.PAPER, protocols, threads, progress, cached_only)
+    datasets = list(datasets or (paper.QUICK_DATASETS if quick else paper.DATASETS))
+    seeds = list(seeds or (paper.QUICK_SEEDS if quick else paper.SEEDS))
+    backbones = list(backbones or paper.BACKBONES)
+    timings = {name: paper.reproduce_table(name, datasets, backbones, seeds, ctx, out, methods) for name in names}
+    rendering.render(out, report)
+    return timings
 
 
 def demo(out_dir: str | Path = "runs/demo", progress: bool = True) -> list[dict]:

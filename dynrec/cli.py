@@ -1,4 +1,4 @@
-"""Command line: `dynrec train | evaluate | fuse | export | serve | demo | experiment | data`."""
+"""Command line: `dynrec train | evaluate | fuse | export | serve | demo | experiment | reproduce | data`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="which twins this worker trains (finished runs of the other are still reported)")
     p.add_argument("--out-dir", default="docs/results")
 
+    p = sub.add_parser("reproduce", help="the CKI paper's Tables 1, 3, 4 (cached, resumable): CSVs, paired tests, "
+                                         "charts and docs/results.md")
+    p.add_argument("table", help="table1 | table3 | table4 | all | report (re-render the page from the CSVs only)")
+    p.add_argument("--datasets", nargs="+", help="default: ml-1m beauty douban-book douban-music (quick: ml-100k)")
+    p.add_argument("--backbones", nargs="+", help="default: din gru4rec sasrec")
+    p.add_argument("--seeds", nargs="+", type=int, help="model A's seeds (default 0 1 2; quick: 0 1)")
+    p.add_argument("--methods", nargs="+", help="only these rows of the tables (default: every row)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke budget (2 epochs, ml-100k's configs) under runs/quick: checks the pipeline, not results")
+    p.add_argument("--protocols", nargs="+", choices=["full", "sampled"], help="test protocols (default: both)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for training and evaluation (not part of any cache key)")
+    p.add_argument("--root", help="cached runs and evaluations (default runs/experiments; quick: runs/quick)")
+    p.add_argument("--out-dir", help="CSVs, timings and charts (default docs/results; quick: runs/quick/results)")
+    p.add_argument("--report", help="the Markdown page (default docs/results.md; quick: <out-dir>/results.md)")
+    p.add_argument("--cached-only", action="store_true", help="train and evaluate nothing: report what exists")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("data", help="load a dataset and print its statistics")
     p.add_argument("dataset", help="registered name or file path")
     p.add_argument("--data-dir")
@@ -138,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                                              threads=args.threads, variants=tuple(args.variants))
             dynamic.write_outputs(rows, args.setting, Path(args.out_dir))
             print(f"{len(rows)} rows -> {args.out_dir}/dynamic_{args.setting}.csv")
+        elif args.command == "reproduce":
+            timings = api.reproduce(args.table, args.datasets, args.backbones, args.seeds, args.methods, args.quick,
+                                    args.protocols, args.threads, args.root, args.out_dir, args.report,
+                                    args.cached_only, progress=not args.no_progress)
+            for name, timing in timings.items():
+                print(f"{name}: {timing['pairs_complete']}/{timing['pairs_requested']} pairs complete, "
+                      f"{timing['total_seconds'] / 3600:.2f} h recorded ({timing['budget']} budget)")
         elif args.command == "data":
             from dynrec.data import load_dataset
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.checkpoint import atomic_write
+from dynrec.config import RunConfig
 from dynrec.experiments.runner import PAPER_SETTING, experiment_config, run_cached, write_csv
 
 VARIANTS = {"static": [], "dynamic": ["model.dynamic=true"]}
@@ -19,6 +20,15 @@ SETTINGS = {
     "full": ["model.generator_source=backbone", "model.generator_form=lowrank"],
 }
 METRICS = ("ndcg@5", "hr@5", "ndcg@10", "hr@10", "auc", "uauc")
+
+
+def twin_config(
+    dataset: str, backbone: str, seed: int, setting: str, variant: str, threads: int = 0, extra: tuple[str, ...] = ()
+) -> tuple[RunConfig, str]:
+    """One static or dynamic twin's config and directory tag; the paper tables train through this too, so
+    they share the grid's runs. `extra` overrides come last (the tables' quick budget)."""
+    overrides = [*SETTINGS[setting], f"train.seed={seed}", f"train.threads={threads}", *VARIANTS[variant], *extra]
+    return experiment_config(dataset, backbone, overrides), f"{setting}-{variant}"
 
 
 def static_vs_dynamic(
@@ -40,10 +50,9 @@ def static_vs_dynamic(
     for dataset in datasets:
         for backbone in backbones:
             for seed in seeds:
-                for variant, extra in VARIANTS.items():
-                    overrides = [*SETTINGS[setting], f"train.seed={seed}", f"train.threads={threads}", *extra]
-                    cfg = experiment_config(dataset, backbone, overrides)
-                    result = run_cached(cfg, root, f"{setting}-{variant}", progress, train_missing=variant in variants)
+                for variant in VARIANTS:
+                    cfg, tag = twin_config(dataset, backbone, seed, setting, variant, threads)
+                    result = run_cached(cfg, root, tag, progress, cached_only=variant not in variants)
                     for protocol, metrics in result.get("test", {}).items():
                         rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
                                      "setting": setting, "protocol": protocol, "seed": seed,

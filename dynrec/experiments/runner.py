@@ -39,15 +39,15 @@ def experiment_config(dataset: str, backbone: str, overrides: list[str]) -> RunC
     return load_config(ROOT / "configs" / dataset / f"{backbone}.yaml", overrides)
 
 
-def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False, train_missing: bool = True) -> dict:
-    """Train the run unless its result exists; `tag` only makes the directory name readable. Without
-    `train_missing` (or with DYNREC_CACHED_ONLY set) a missing result is {} and nothing trains."""
+def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False, cached_only: bool = False) -> dict:
+    """Train the run unless its result exists; `tag` only makes the directory name readable. With
+    `cached_only` (or $DYNREC_CACHED_ONLY) a missing run gives {} instead of training. Sets cfg.out_dir."""
     name = f"{Path(cfg.data.dataset).name}-{cfg.model.name}-{tag}-s{cfg.train.seed}-{config_key(cfg)}"
     cfg.out_dir = str(root / name)
     result_file = Path(cfg.out_dir) / RESULT
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    if not train_missing or os.environ.get("DYNREC_CACHED_ONLY"):  # report what exists without training more
+    if cached_only or os.environ.get("DYNREC_CACHED_ONLY"):  # report what exists without training more
         return {}
     return train(cfg, progress=progress)
 

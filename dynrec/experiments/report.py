@@ -1,0 +1,270 @@
+"""docs/results.md and its bar charts, rendered from the committed outputs of `dynrec reproduce` alone
+(<table>.csv, <table>_tests.csv, <table>_timing.json): rendering trains, evaluates and tests nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from dynrec.checkpoint import atomic_write
+from dynrec.experiments.methods import LEARN_EPOCHS, METHODS, TENSORS
+from dynrec.experiments.paper import SOURCE, published
+from dynrec.experiments.stats import RESAMPLES
+from dynrec.experiments.tables import B_SEED_OFFSET, BACKBONES, DATASETS, TABLES
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+SHOWN = ("ndcg@5", "hr@5", "ndcg@10", "hr@10")  # the paper's four columns
+CHARTED = ("ndcg@10", "hr@10")
+ALPHA = 0.05
+QUICK_BANNER = ("> **QUICK SMOKE RUN: these numbers are not results.** A tiny budget (2 epochs, ml-100k's configs) "
+                "that only checks the pipeline end to end.")
+NOT_RUN = "not run yet"
+
+
+def _read(out_dir: Path, name: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None, dict | None]:
+    def csv(path: Path) -> pd.DataFrame | None:
+        try:
+            return pd.read_csv(path)
+        except (FileNotFoundError, pd.errors.EmptyDataError):  # not run yet, or run with nothing to show
+            return None
+
+    timing = out_dir / f"{name}_timing.json"
+    return (csv(out_dir / f"{name}.csv"), csv(out_dir / f"{name}_tests.csv"),
+            json.loads(timing.read_text()) if timing.is_file() else None)
+
+
+def _cell(values: pd.Series) -> str:
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.4f} ± {std:.4f}"
+
+
+def _p(value: float) -> str:
+    text = "<0.001" if value < 0.001 else f"{value:.3f}"
+    return f"**{text}**" if value < ALPHA else text
+
+
+def _grid(rows: pd.DataFrame | None, quick: bool) -> list[tuple[str, str]]:
+    """The dataset x backbone cells a table should show: the issue's 4 x 3 (quick: what was run)."""
+    present = [] if rows is None else sorted({(d, b) for d, b in zip(rows["dataset"], rows["backbone"], strict=True)})
+    if quick:
+        return present
+    return [(d, b) for d in DATASETS for b in BACKBONES] + [c for c in present if c[0] not in DATASETS]
+
+
+def results_table(name: str, rows: pd.DataFrame | None, protocol: str, quick: bool) -> list[str]:
+    """Mean ± std over seeds per dataset x backbone x method, with the paper's figures beside them (sampled)."""
+    header = ["dataset", "backbone", "method", "seeds", *(m.upper() for m in SHOWN)]
+    if protocol == "sampled":
+        header.append("published (paper) " + " / ".join(m.upper() for m in SHOWN))
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for dataset, backbone in _grid(rows, quick):
+        mine = None if rows is None else rows[(rows["dataset"] == dataset) & (rows["backbone"] == backbone)
+                                             & (rows["protocol"] == protocol)]
+        if mine is None or mine.empty:
+            lines.append(f"| {dataset} | {backbone} | {NOT_RUN} |" + " |" * (len(header) - 3))
+            continue
+        for method in TABLES[name].methods:
+            group = mine[mine["method"] == method]
+            cells = [_cell(group[m]) for m in SHOWN] if not group.empty else [NOT_RUN] + [""] * (len(SHOWN) - 1)
+            paper = published(name, dataset, method) if protocol == "sampled" else None
+            extra = [" / ".join(f"{paper[m]:.4f}" for m in SHOWN) if paper else ""] if protocol == "sampled" else []
+            lines.append(f"| {dataset} | {backbone} | {METHODS[method].label} | {group['seed'].nunique()} | "
+                         + " | ".join(cells + extra) + " |")
+    return lines
+
+
+def published_table(name: str) -> list[str]:
+    """The paper's own figures for the table's methods, per dataset (sampled protocol, no backbone named)."""
+    lines = ["| dataset | method | " + " | ".join(m.upper() for m in SHOWN) + " |", "|---" * (2 + len(SHOWN)) + "|"]
+    for dataset in DATASETS:
+        for method in TABLES[name].methods:
+            paper = published(name, dataset, method)
+            if paper:
+                lines.append(f"| {dataset} | {METHODS[method].label} | " + " | ".join(f"{paper[m]:.4f}" for m in SHOWN)
+                             + " |")
+    return lines
+
+
+def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
+    """Per dataset x backbone: each tested method's difference from its comparator with both p-values."""
+    lines = ["| dataset | backbone | method | versus | seeds | users | Δ NDCG@10 | p bootstrap | p t-test "
+             "| Δ HR@10 | p bootstrap | p t-test |", "|---" * 12 + "|"]
+    chosen = tests[tests["protocol"] == protocol]
+    for (dataset, backbone, method, versus), group in chosen.groupby(["dataset", "backbone", "method", "versus"],
+                                                                     sort=False):
+        by_metric = {row["metric"]: row for _, row in group.iterrows()}
+        first = next(iter(by_metric.values()))
+        other = first["versus_method"] if versus != "best-single" else f"best single ({first['versus_method']})"
+        cells = []
+        for metric in CHARTED:
+            row = by_metric.get(metric)
+            cells += ([f"{row['difference']:+.4f}", _p(row["p_bootstrap"]), _p(row["p_t_test"])] if row is not None
+                      else ["", "", ""])
+        lines.append(f"| {dataset} | {backbone} | {method} | {other} | {first['seeds']} | {first['users']} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def significant(row: pd.Series) -> bool:
+    """Both tests below ALPHA."""
+    return row["p_bootstrap"] < ALPHA and row["p_t_test"] < ALPHA
+
+
+def wins_and_losses(tests: pd.DataFrame, protocol: str = "sampled", metric: str = "ndcg@10") -> list[str]:
+    """Where each tested method is significantly above, below, or not distinguishable from each comparator."""
+    chosen = tests[(tests["protocol"] == protocol) & (tests["metric"] == metric)]
+    lines = []
+    for (method, versus), group in chosen.groupby(["method", "versus"], sort=False):
+        verdict: dict[str, list[str]] = {"above": [], "below": [], "no significant difference": []}
+        for _, row in group.iterrows():
+            where = f"{row['dataset']}/{row['backbone']}"
+            key = "no significant difference" if not significant(row) else "above" if row["difference"] > 0 else "below"
+            verdict[key].append(where)
+        parts = [f"{key} on {', '.join(cells)}" for key, cells in verdict.items() if cells]
+        lines.append(f"- **{method}** vs {versus} ({protocol} {metric.upper()}): " + "; ".join(parts) + ".")
+    return lines
+
+
+def target_check(tests: pd.DataFrame) -> list[str]:
+    """The issue's target: CKI (static + dynamic) above A, B(G), averaging and the ensemble, sampled, p < 0.05."""
+    versus = ("model-a", "model-bg", "average", "ensemble")
+    lines = ["| dataset | backbone | metric | " + " | ".join(f"> {v}" for v in versus) + " | met |", "|---" * 7 + "|"]
+    chosen = tests[(tests["protocol"] == "sampled") & (tests["method"] == "cki")]
+    for (dataset, backbone, metric), group in chosen.groupby(["dataset", "backbone", "metric"], sort=False):
+        rows = {row["versus"]: row for _, row in group.iterrows()}
+        marks, met = [], True
+        for other in versus:
+            row = rows.get(other)
+            ok = row is not None and row["difference"] > 0 and significant(row)
+            met &= ok
+            marks.append(NOT_RUN if row is None else f"{'yes' if ok else 'no'} ({row['difference']:+.4f})")
+        verdict = "yes" if met else "no"
+        lines.append(f"| {dataset} | {backbone} | {metric.upper()} | " + " | ".join(marks) + f" | {verdict} |")
+    return lines
+
+
+def timing_table(timings: dict[str, dict | None]) -> list[str]:
+    lines = ["| table | pairs complete | base runs | fusion, selection and evaluation | total |", "|---" * 5 + "|"]
+    for name, timing in timings.items():
+        if timing is None:
+            lines.append(f"| {name} | {NOT_RUN} | | | |")
+            continue
+        hours = [f"{timing[k] / 3600:.2f} h" for k in ("base_runs_seconds", "methods_seconds", "total_seconds")]
+        done = f"{timing['pairs_complete']} / {timing['pairs_requested']}"
+        lines.append(f"| {name} | {done} | " + " | ".join(hours) + " |")
+    return lines
+
+
+def bar_chart(name: str, rows: pd.DataFrame, path: Path) -> None:
+    """Grouped bars per dataset (sampled protocol, test): one group per backbone, mean ± std over seeds, and a
+    hatched group with the paper's published figures where it has them."""
+    table = TABLES[name]
+    shown = [m for m in table.methods if m not in ("magnitude", "task-arithmetic", "ties", "dare")]
+    rows = rows[rows["protocol"] == "sampled"]
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    fig, axes = plt.subplots(len(CHARTED), len(datasets), figsize=(max(6.5, 4.5 * len(datasets)), 3.2 * len(CHARTED)),
+                             squeeze=False)
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / len(shown)
+    for column, dataset in enumerate(datasets):
+        mine = rows[rows["dataset"] == dataset]
+        groups = list(dict.fromkeys(mine["backbone"]))
+        has_paper = any(published(name, dataset, m) for m in shown)
+        for row_index, metric in enumerate(CHARTED):
+            ax = axes[row_index][column]
+            for k, method in enumerate(shown):
+                stats = [mine[(mine["backbone"] == g) & (mine["method"] == method)][metric] for g in groups]
+                means = [s.mean() if len(s) else np.nan for s in stats]
+                stds = [s.std(ddof=1) if len(s) > 1 else 0.0 for s in stats]
+                x = np.arange(len(groups)) + (k - (len(shown) - 1) / 2) * width
+                ax.bar(x, means, width, yerr=stds, color=colours(k), label=METHODS[method].label, capsize=2)
+                paper = published(name, dataset, method)
+                if paper:
+                    ax.bar(len(groups) + (k - (len(shown) - 1) / 2) * width, paper[metric], width, color=colours(k),
+                           hatch="//", edgecolor="black", linewidth=0.5)
+            ax.set_xticks(range(len(groups) + has_paper), [*groups, "paper"][: len(groups) + has_paper])
+            ax.set_title(f"{dataset}: {metric.upper()}", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    columns = min(len(shown), 2 * len(datasets))
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    fig.suptitle(f"{table.title.split(' (')[0]}\nsampled protocol, test; mean ± std over seeds; hatched: published",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.035 * -(-len(shown) // columns), 1, 1))  # room for the legend's rows
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def _method_notes() -> list[str]:
+    grids = [f"`{name}`: " + ", ".join(f"{k} in {list(v)}" for k, v in method.grid.items())
+             for name, method in METHODS.items() if len(method.grid) and any(len(v) > 1 for v in method.grid.values())]
+    return [
+        "- **Base runs**: the DUET/CKI paper setting (last 10 items, BCE with 4 sampled negatives, embedding size 32, "
+        "head MLP [32]), early stopping and checkpoint selection on validation (sampled NDCG@10). Model A: the static "
+        f"run of seed s; model B (Tables 1 and 4): the static run of seed s + {B_SEED_OFFSET}, so no pair reuses "
+        "another pair's model A; model B(G) (Table 3): the dynamic twin of seed s, trained jointly from scratch. "
+        "A and B(G) are the runs of `dynrec experiment dynamic --setting paper` (same configs, same cache).",
+        "- **Fusion** fuses A with B's backbone; what it does not splice comes from A. In Table 3 the fused backbone "
+        "keeps B(G)'s generator (so every fused model is dynamic) and CKI also splices the static head with each "
+        "request's generated head (online CKI). Task arithmetic, TIES and DARE use model A as base (B's task vector "
+        "is B - A). The output ensemble costs two models.",
+        "- **Chosen on validation only** (the run's selection protocol and metric; the first in grid order on ties): "
+        + "; ".join(grids) + f". Fixed: CKI's 10 bins, DARE's seed 0, learned f_L on `head` tensors for "
+        f"{LEARN_EPOCHS} epochs (validation picks the epoch, 0 included). `tensors` is one of {list(TENSORS)}.",
+        "- **Table 4** starts one epoch of model A's training from the fused checkpoint (CKI or averaging, as chosen "
+        "for Table 1) or from model A itself; the epoch's weights are taken as they are.",
+        "- **Protocols**: `sampled` (the paper's headline): the target among 99 items the user never interacted "
+        "with, seeded, identical for every method; `full`: all items, the user's earlier items excluded except the "
+        "target. Ties count against the target. Test is scored once per method.",
+        f"- **Statistics**: mean ± sample standard deviation over seeds. Paired tests per dataset x backbone, pooled "
+        f"over seeds (each user's difference averaged over the seeds, then tested over users): a bootstrap over "
+        f"users ({RESAMPLES:,} resamples, seed 0, two-sided) and a paired t-test; bold: p < {ALPHA}. \"Best single\" "
+        "is the single model with the higher test mean: the harder comparison for CKI.",
+        f"- **Published figures**: {SOURCE}; the paper names no backbone per row, and its preprocessing differs.",
+        "- **Data**: ML-1M with items of >= 5 interactions, Beauty 5-core; Douban Book and Music have no timestamps, "
+        "so a user's sequence is the file's order.",
+    ]
+
+
+def render(out_dir: str | Path, report: str | Path) -> Path:
+    """Write `report` (Markdown) and one PNG chart per table into out_dir from what out_dir holds."""
+    out_dir, report = Path(out_dir), Path(report)
+    loaded = {name: _read(out_dir, name) for name in TABLES}
+    quick = any(rows is not None and (rows["budget"] == "quick").any() for rows, _, _ in loaded.values())
+    link = Path(os.path.relpath(out_dir, report.parent))
+    machine = next((t["machine"] for _, _, t in loaded.values() if t), None)
+    text = ["# Reproducing the CKI paper's tables", ""]
+    if quick:
+        text += [QUICK_BANNER, ""]
+    text += ["Produced by `dynrec reproduce all` (cached: an interrupted run resumes; `--cached-only` renders what "
+             f"exists) into `{out_dir}/`; this page is rendered from those files alone by `dynrec reproduce report`. "
+             "Cells without results say \"not run yet\".", "", *_method_notes(), "", "## Time per table", "",
+             *timing_table({name: t for name, (_, _, t) in loaded.items()}), "",
+             "Seconds as recorded when each part was computed (all sittings); base runs shared between tables count "
+             "in each. " + (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+                            f"{machine['torch_threads']} thread(s) for evaluation." if machine else "")]
+    for name, (rows, tests, _) in loaded.items():
+        text += ["", f"## {TABLES[name].title}", ""]
+        if rows is not None:
+            bar_chart(name, rows, out_dir / f"{name}_sampled.png")
+            text += [f"![{name}]({link / f'{name}_sampled.png'})", ""]
+        text += ["### Published (the paper's own preprocessing and models)", "", *published_table(name), ""]
+        for protocol in ("sampled", "full"):
+            text += [f"### {protocol} protocol, test" + (" (the paper's)" if protocol == "sampled" else ""), "",
+                     *results_table(name, rows, protocol, quick), ""]
+        if tests is not None:
+            for protocol in ("sampled", "full"):
+                text += [f"### Paired tests, {protocol} protocol", "", *tests_table(tests, protocol), ""]
+            text += ["### Where the tested methods win and where not (computed, sampled NDCG@10)", "",
+                     *wins_and_losses(tests), ""]
+            if name == "table3":
+                text += ["### The issue's target: CKI above A, B(G), averaging and ensemble, p < 0.05 (both tests)", "",
+                         *target_check(tests), ""]
+    atomic_write(report, lambda tmp: tmp.write_text("\n".join(text).rstrip() + "\n"))
+    return report

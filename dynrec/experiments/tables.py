@@ -1,0 +1,385 @@
+"""The CKI paper's Tables 1, 3 and 4 on real data, cached so that a reproduction resumes where it stopped.
+
+For each dataset, backbone and seed: the two base runs (trained through the static-vs-dynamic grid's own
+configs, so Table 3 reads the grid's runs), then every method of the table: its options chosen on
+validation (the run config's selection protocol and metric), then one evaluation on test under every
+protocol. Each evaluation is stored with its per-user arrays, keyed by a hash of what defines it, so a
+rerun only computes what is missing and the paired tests never re-evaluate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dynrec.checkpoint import load_checkpoint, write_json
+from dynrec.config import RunConfig
+from dynrec.data.preprocess import SequenceData
+from dynrec.errors import ConfigError
+from dynrec.evaluate import PROTOCOLS, evaluate, public
+from dynrec.experiments.cache import payload_key, read_arrays, read_record, write_record
+from dynrec.experiments.dynamic import twin_config
+from dynrec.experiments.methods import METHODS, Method, Pair
+from dynrec.experiments.runner import config_key, run_cached, write_csv
+from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
+from dynrec.machine import machine_info
+from dynrec.train import data_for, log
+
+DATASETS = ("ml-1m", "beauty", "douban-book", "douban-music")
+BACKBONES = ("din", "gru4rec", "sasrec")
+SEEDS = (0, 1, 2)
+QUICK_DATASETS, QUICK_SEEDS = ("ml-100k",), (0, 1)  # the smoke run's defaults
+B_SEED_OFFSET = 100  # Tables 1 and 4: model B is the static run of seed s + 100, never another pair's model A
+TESTED_METRICS = ("ndcg@10", "hr@10")
+FUSION_ROWS = ("magnitude", "ensemble", "average", "task-arithmetic", "ties", "dare", "cki", "cki-hard", "cki-learned")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: how its model B is trained, its methods, and the paired tests run on them."""
+
+    title: str
+    b_variant: str  # static | dynamic (a twin of the grid)
+    b_seed_offset: int
+    methods: tuple[str, ...]
+    singles: tuple[str, ...]  # the single models; "best-single" is the one with the higher test mean
+    tests: tuple[tuple[str, str], ...]  # (method, comparator) pairs tested per dataset x backbone x protocol x metric
+
+
+def _fusion_tests(single_b: str) -> tuple[tuple[str, str], ...]:
+    return (("cki", "best-single"), ("cki", "model-a"), ("cki", single_b), ("cki", "average"), ("cki", "ensemble"),
+            ("cki-hard", "best-single"), ("cki-hard", "average"), ("cki-learned", "best-single"),
+            ("cki-learned", "average"))
+
+
+TABLES = {
+    "table1": Table("Table 1: static + static (model B: another seed)", "static", B_SEED_OFFSET,
+                    ("model-a", "model-b", *FUSION_ROWS), ("model-a", "model-b"), _fusion_tests("model-b")),
+    "table3": Table("Table 3: static + dynamic (model B(G): the dynamic twin)", "dynamic", 0,
+                    ("model-a", "model-bg", *FUSION_ROWS), ("model-a", "model-bg"), _fusion_tests("model-bg")),
+    "table4": Table("Table 4: CKI as a starting point, then one epoch of training", "static", B_SEED_OFFSET,
+                    ("model-a", "cki", "cki+epoch", "model-a+epoch", "average+epoch"), ("model-a",),
+                    (("cki+epoch", "cki"), ("cki+epoch", "model-a+epoch"), ("cki+epoch", "average+epoch"),
+                     ("cki", "model-a"))),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a reproduction gets: the paper setting, or a quick smoke budget."""
+
+    name: str  # paper | quick
+    overrides: tuple[str, ...] = ()  # applied after the grid's own overrides
+    config_dataset: str | None = None  # read configs/<this>/ (and set data.dataset) instead of the dataset's own
+
+
+PAPER = Budget("paper")
+QUICK = Budget("quick", ("train.epochs=2", "train.patience=1"), "ml-100k")  # smoke runs only: not results
+
+
+@dataclass
+class Context:
+    """Settings shared by every cell of a reproduction, and the datasets loaded so far."""
+
+    root: Path
+    budget: Budget = PAPER
+    protocols: tuple[str, ...] = PROTOCOLS
+    threads: int = 0
+    progress: bool = False
+    cached_only: bool = False  # report what exists; train and evaluate nothing
+    loaded: dict[str, SequenceData] = field(default_factory=dict)
+
+    def data(self, cfg: RunConfig) -> SequenceData:
+        if cfg.data.dataset not in self.loaded:
+            self.loaded[cfg.data.dataset] = data_for(cfg)
+        return self.loaded[cfg.data.dataset]
+
+
+@dataclass
+class Evaluated:
+    """One method on one pair: its cached record and per-user array stem per protocol evaluated so far, and
+    the seconds its selection on validation took."""
+
+    records: dict[str, dict]
+    stems: dict[str, Path]
+    selection_seconds: float
+
+
+def check_request(tables: list[str], protocols: list[str] | tuple[str, ...], methods: list[str] | None = None) -> None:
+    """Raise ConfigError naming the first unknown table, protocol or method (or a method no table asked has)."""
+    for name in tables:
+        if name not in TABLES:
+            raise ConfigError(f"reproduce: unknown table {name!r} (expected one of {', '.join(TABLES)} or all)")
+    offered = [m for name in tables for m in TABLES[name].methods]
+    for method in methods or []:
+        if method not in offered:
+            raise ConfigError(f"reproduce --methods: {method!r} is not a method of {', '.join(tables)} "
+                              f"(expected one of {', '.join(dict.fromkeys(offered))})")
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"reproduce --protocols: unknown protocol {protocol!r} (expected {PROTOCOLS})")
+
+
+def base_configs(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> list[tuple[RunConfig, str]]:
+    """(config, tag) of model A and model B: the grid's twins (quick budget: ml-100k's configs on `dataset`)."""
+    config_dataset = ctx.budget.config_dataset or dataset
+    extra = ctx.budget.overrides
+    if ctx.budget.config_dataset:
+        extra = (*extra, f"data.dataset={dataset}")
+    return [twin_config(config_dataset, backbone, seed, "paper", "static", ctx.threads, extra),
+            twin_config(config_dataset, backbone, seed + table.b_seed_offset, "paper", table.b_variant, ctx.threads,
+                        extra)]
+
+
+def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> tuple[Pair | None, float]:
+    """Train (or read back) the pair's two base runs and load them; None while a run is missing (cached_only).
+    Also returns the seconds the base runs took to train and evaluate, as recorded in their results."""
+    runs = base_configs(table, dataset, backbone, seed, ctx)
+    results = [run_cached(cfg, ctx.root, tag, ctx.progress, ctx.cached_only) for cfg, tag in runs]
+    seconds = sum(r.get("train_seconds", 0) + r.get("valid_eval_seconds", 0) + r.get("test_eval_seconds", 0)
+                  for r in results)
+    if not all(results):
+        return None, seconds
+    (cfg_a, _), (cfg_b, _) = runs
+    dirs = (Path(cfg_a.out_dir), Path(cfg_b.out_dir))
+    pair = Pair(load_checkpoint(dirs[0])[0], load_checkpoint(dirs[1])[0], dirs, (config_key(cfg_a), config_key(cfg_b)),
+                cfg_a, ctx.data(cfg_a), ctx.root, f"{Path(dataset).name}-{backbone}-s{seed}", ctx.progress)
+    return pair, seconds
+
+
+def grid_points(grid: dict[str, tuple]) -> list[dict]:
+    """Every combination of a grid's candidates, in order (the first option varies slowest)."""
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def _runs(pair: Pair, method: Method) -> list[str]:
+    return [pair.keys[0 if which == "a" else 1] for which in method.models]
+
+
+def _eval_settings(pair: Pair) -> dict:
+    t = pair.cfg.train
+    return {"eval": dataclasses.asdict(pair.cfg.eval), "select": [t.select_protocol, t.select_metric]}
+
+
+def _valid_score(scorer, pair: Pair) -> tuple[dict, float]:
+    e, t = pair.cfg.eval, pair.cfg.train
+    result = evaluate(scorer, pair.data, "valid", [t.select_protocol], e.ks, e.batch_size, e.sampled_negatives,
+                      e.sample_seed)
+    return result, float(result[t.select_protocol][t.select_metric])
+
+
+def validation_score(pair: Pair, name: str, options: dict, ctx: Context) -> dict | None:
+    """One grid point of a method on validation (cached): {"options", "valid", "seconds"}."""
+    method = METHODS[name]
+    payload = {"method": name, "options": options, "runs": _runs(pair, method), **_eval_settings(pair)}
+    stem = ctx.root / "tables" / pair.name / "select" / f"{name}-{payload_key(payload)}"
+    record = read_record(stem)
+    if record is None and not ctx.cached_only:
+        tic = time.perf_counter()
+        scorer, _ = method.build(pair, options)
+        _, score = _valid_score(scorer, pair)
+        record = {"options": options, "valid": score, "seconds": round(time.perf_counter() - tic, 3)}
+        write_record(stem, record)
+    return record
+
+
+def select(pair: Pair, name: str, ctx: Context) -> tuple[dict, list[dict]] | None:
+    """The options of `name` with the best validation score (ties: the first in grid order) and every grid
+    point's record; None while a grid point is missing (cached_only). Test data is never read here."""
+    method = METHODS[name]
+    if method.options_of is not None:
+        chosen = select(pair, method.options_of, ctx)
+        return None if chosen is None else (chosen[0], [])
+    points = grid_points(method.grid)
+    if len(points) == 1:
+        return points[0], []
+    scored = [validation_score(pair, name, options, ctx) for options in points]
+    if any(record is None for record in scored):
+        return None
+    best = max(range(len(scored)), key=lambda i: (scored[i]["valid"], -i))
+    return points[best], scored
+
+
+def evaluate_method(pair: Pair, name: str, ctx: Context) -> Evaluated | None:
+    """The method with its validation-chosen options, on test under each protocol (one cached record and
+    per-user arrays per protocol, so protocols can be run in separate sittings); only the missing protocols
+    are computed. None when nothing is there (cached_only)."""
+    method = METHODS[name]
+    chosen = select(pair, name, ctx)
+    if chosen is None:
+        return None
+    options, grid = chosen
+    payload = {"method": name, "options": options, "runs": _runs(pair, method), **_eval_settings(pair)}
+    stems = {p: ctx.root / "tables" / pair.name / f"{name}-{p}-{payload_key({**payload, 'protocol': p})}"
+             for p in ctx.protocols}
+    records = {p: read_record(stem) for p, stem in stems.items()}
+    missing = [p for p, record in records.items() if record is None]
+    if missing and not ctx.cached_only:
+        for protocol, (record, arrays) in _evaluate(pair, name, options, missing, ctx).items():
+            write_record(stems[protocol], record, arrays)
+            records[protocol] = record
+    present = {p: record for p, record in records.items() if record is not None}
+    if not present:
+        return None
+    return Evaluated(present, {p: stems[p] for p in present}, sum(point["seconds"] for point in grid))
+
+
+def _evaluate(pair: Pair, name: str, options: dict, protocols: list[str], ctx: Context) -> dict[str, tuple]:
+    """Build the method once, score validation (the selection metric) and test under each protocol; the
+    build and validation seconds are shared evenly by the protocols computed together."""
+    method, e, t = METHODS[name], pair.cfg.eval, pair.cfg.train
+    if ctx.progress:
+        log(f"{pair.name}: {name} {options} on {', '.join(protocols)}")
+    tic = time.perf_counter()
+    scorer, details = method.build(pair, options)
+    valid, score = _valid_score(scorer, pair)
+    shared = round((time.perf_counter() - tic) / len(protocols), 3)
+    out = {}
+    for protocol in protocols:
+        tic = time.perf_counter()
+        test = evaluate(scorer, pair.data, "test", [protocol], e.ks, e.batch_size, e.sampled_negatives, e.sample_seed)
+        record = {
+            "method": name, "label": method.label, "protocol": protocol, "options": options,
+            "options_from": method.options_of, "runs": [str(d) for d in pair.dirs], "budget": ctx.budget.name,
+            "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric, "value": score},
+            "valid": public(valid), "test": test[protocol], "details": details,
+            "seconds": {"build_and_validation": shared, "test": round(time.perf_counter() - tic, 3)},
+            "machine": machine_info(),
+        }
+        out[protocol] = record, {f"test/{protocol}/{m}": v for m, v in test["_per_user"][protocol].items()}
+    return out
+
+
+def _options_text(options: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in options.items())
+
+
+def metric_columns(ks: list[int]) -> list[str]:
+    """The metric columns of every row, whatever its protocol (a protocol without one leaves it empty)."""
+    return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")] + ["auc", "uauc"]
+
+
+def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int]) -> list[dict]:
+    """One CSV row per protocol: test metrics, the validation score that selected the method, its options
+    and the seconds its selection and evaluation took."""
+    dataset, backbone, seed = cell
+    rows = []
+    for protocol, record in evaluated.records.items():
+        selection = record["selection"]
+        rows.append({"table": table, "dataset": Path(dataset).name, "backbone": backbone, "method": record["method"],
+                     "protocol": protocol, "seed": seed, **{m: record["test"].get(m) for m in metric_columns(ks)},
+                     "selected_on": f"valid {selection['protocol']} {selection['metric']}",
+                     "valid_score": selection["value"], "options": _options_text(record["options"]),
+                     "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
+                     "budget": record["budget"]})
+    return rows
+
+
+def _per_user(cells: dict, where: tuple, method: str, seeds: list[int], loaded: dict) -> np.ndarray:
+    """(S, U) test arrays of one method over seeds, `where` = (dataset, backbone, protocol, metric); `loaded`
+    keeps what was read for the other comparisons."""
+    dataset, backbone, protocol, metric = where
+    arrays = []
+    for seed in seeds:
+        stem, key = cells[dataset, backbone, seed, method].stems[protocol], f"test/{protocol}/{metric}"
+        if (stem, key) not in loaded:
+            loaded[stem, key] = read_arrays(stem, key)
+        arrays.append(loaded[stem, key])
+    return np.stack(arrays)
+
+
+def paired_tests(
+    name: str, cells: dict[tuple, Evaluated], protocols: tuple[str, ...], root: Path
+) -> list[dict]:
+    """The table's paired tests per dataset x backbone x protocol x metric, pooled over seeds: a user's
+    difference is averaged over the seeds both methods have, then tested over users. "Best single" is the
+    single model with the higher test mean (the harder comparison). p-values are cached under `root`."""
+    table, rows = TABLES[name], []
+    for dataset, backbone in sorted({(d, b) for d, b, _, _ in cells}):
+        loaded: dict = {}
+        for protocol, metric, (tested, versus) in itertools.product(protocols, TESTED_METRICS, table.tests):
+            seeds_of = {m: {s for (d, b, s, mm), e in cells.items()
+                            if (d, b, mm) == (dataset, backbone, m) and protocol in e.stems} for m in table.methods}
+            where = (dataset, backbone, protocol, metric)
+            other = versus
+            if versus == "best-single":
+                means = {m: _per_user(cells, where, m, sorted(seeds_of[m]), loaded).mean()
+                         for m in table.singles if seeds_of[m]}
+                other = max(means, key=means.get) if means else table.singles[0]
+            seeds = sorted(seeds_of[tested] & seeds_of[other])
+            if not seeds:
+                continue
+            mine, theirs = _per_user(cells, where, tested, seeds, loaded), _per_user(cells, where, other, seeds, loaded)
+            differences = (mine - theirs).mean(0)  # (U,): each user's difference, averaged over seeds
+            stems = [str(cells[dataset, backbone, s, m].stems[protocol]) for m in (tested, other) for s in seeds]
+            rows.append({"table": name, "dataset": Path(dataset).name, "backbone": backbone, "protocol": protocol,
+                         "metric": metric, "method": tested, "versus": versus, "versus_method": other,
+                         "seeds": len(seeds), "users": len(differences), "mean_method": round(float(mine.mean()), 6),
+                         "mean_versus": round(float(theirs.mean()), 6),
+                         "difference": round(float(differences.mean()), 6),
+                         **_p_values(differences, root, {"stems": stems, "metric": metric})})
+    return rows
+
+
+def _p_values(differences: np.ndarray, root: Path, payload: dict) -> dict:
+    """Bootstrap and t-test p-values, cached by the evaluations they read (whose names hash their content)."""
+    stem = root / "tables" / "tests" / payload_key({**payload, "resamples": RESAMPLES})
+    record = read_record(stem)
+    if record is None:
+        record = {"p_bootstrap": paired_bootstrap(differences), "p_t_test": paired_t_test(differences)}
+        write_record(stem, record)
+    return record
+
+
+def reproduce_table(
+    name: str,
+    datasets: list[str],
+    backbones: list[str],
+    seeds: list[int],
+    ctx: Context,
+    out_dir: Path,
+    methods: list[str] | None = None,
+) -> dict:
+    """Run (or read back) one table, or only its `methods`, and write <name>.csv, <name>_tests.csv and
+    <name>_timing.json into out_dir; returns the timing."""
+    check_request([name], ctx.protocols)
+    table, started = TABLES[name], time.perf_counter()
+    wanted = [m for m in table.methods if methods is None or m in methods]
+    rows, cells = [], {}
+    base_seconds = method_seconds = 0.0
+    complete = 0  # pairs with every method evaluated under every protocol
+    for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
+        pair, seconds = open_pair(table, dataset, backbone, seed, ctx)
+        base_seconds += seconds
+        if pair is None:
+            continue
+        done = 0
+        for method in wanted:
+            evaluated = evaluate_method(pair, method, ctx)
+            if evaluated is None:
+                continue
+            done += len(evaluated.records)
+            cells[dataset, backbone, seed, method] = evaluated
+            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks)
+            method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
+                                                                for r in evaluated.records.values())
+        complete += done == len(wanted) * len(ctx.protocols)
+    write_csv(out_dir / f"{name}.csv", rows)
+    write_csv(out_dir / f"{name}_tests.csv", paired_tests(name, cells, ctx.protocols, ctx.root))
+    timing = {
+        "table": name, "title": table.title, "budget": ctx.budget.name,
+        "pairs_complete": complete, "pairs_requested": len(datasets) * len(backbones) * len(seeds),
+        "base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1),
+        "total_seconds": round(base_seconds + method_seconds, 1),
+        "wall_seconds_this_call": round(time.perf_counter() - started, 1),
+        "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
+                "another table (model A in every table) count in each",
+        "machine": machine_info(),
+    }
+    write_json(out_dir / f"{name}_timing.json", timing)
+    return timing

@@ -1,0 +1,178 @@
+"""The paper tables on a tiny dataset: the grid's runs are shared, options are chosen on validation only,
+a rerun trains and evaluates nothing, an interrupted run resumes where it stopped, one CSV row per cell,
+the CLI end to end (CSVs, paired tests, charts, results.md), and bad requests get a clear error."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from dynrec import api, cli
+from dynrec.errors import ConfigError
+from dynrec.experiments import dynamic, methods, paper, report, runner, tables
+from tests.conftest import write_cyclic_sequences
+
+COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
+           "selected_on", "valid_score", "options", "seconds", "budget"}
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """A work directory and a 60-user dataset with 150 items (enough for 99 sampled negatives)."""
+    work = tmp_path_factory.mktemp("reproduce")
+    return work, write_cyclic_sequences(work / "cyclic.txt", n_users=60, n_items=150)
+
+
+def _context(work: Path) -> tables.Context:
+    return tables.Context(root=work / "runs", budget=tables.QUICK, threads=1)
+
+
+@pytest.fixture(scope="module")
+def table1(tiny) -> tuple[Path, Path]:
+    """Table 1 run once (SASRec, seed 0); returns the work directory and the output directory."""
+    work, data = tiny
+    tables.reproduce_table("table1", [str(data)], ["sasrec"], [0], _context(work), work / "out")
+    return work, work / "out"
+
+
+def test_models_a_and_bg_are_the_runs_of_the_static_vs_dynamic_grid(tmp_path, monkeypatch):
+    grid = []
+    monkeypatch.setattr(dynamic, "run_cached", lambda cfg, root, tag, progress, cached_only=False:
+                        grid.append((cfg, tag)) or {})
+    dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, threads=1)
+    ctx = tables.Context(root=tmp_path, threads=2)  # threads are not part of a run's identity
+    table3 = tables.base_configs(tables.TABLES["table3"], "ml-1m", "sasrec", 0, ctx)
+    assert [(runner.config_key(c), t) for c, t in table3] == [(runner.config_key(c), t) for c, t in grid]
+    table1 = tables.base_configs(tables.TABLES["table1"], "ml-1m", "sasrec", 0, ctx)
+    assert runner.config_key(table1[0][0]) == runner.config_key(grid[0][0])  # model A is shared by every table
+    assert table1[1][1] == "paper-static" and table1[1][0].train.seed == 100  # model B: never another pair's A
+    assert not {s + tables.B_SEED_OFFSET for s in tables.SEEDS} & set(tables.SEEDS)
+
+
+def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
+    _, out = table1
+    rows = _rows(out / "table1.csv")
+    assert set(rows[0]) >= COLUMNS
+    cells = [(r["dataset"], r["backbone"], r["method"], r["protocol"], r["seed"]) for r in rows]
+    assert len(cells) == len(set(cells))
+    assert {(r["method"], r["protocol"]) for r in rows} == {
+        (m, p) for m in tables.TABLES["table1"].methods for p in ("full", "sampled")}
+    assert {r["budget"] for r in rows} == {"quick"}
+    assert all(r["selected_on"] == "valid sampled ndcg@10" for r in rows)
+    tests = _rows(out / "table1_tests.csv")
+    assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
+    assert {t["versus_method"] for t in tests if t["versus"] == "best-single"} <= {"model-a", "model-b"}
+
+
+def test_options_are_chosen_on_validation_only(table1, monkeypatch):
+    work, _ = table1
+    ctx = _context(work)
+    pair, _ = tables.open_pair(tables.TABLES["table1"], str(work / "cyclic.txt"), "sasrec", 0, ctx)
+    calls, evaluate = [], tables.evaluate
+
+    def recording(scorer, data, split, protocols, *args):
+        calls.append((split, list(protocols)))
+        return evaluate(scorer, data, split, protocols, *args)
+
+    monkeypatch.setattr(tables, "evaluate", recording)
+    fresh = tables.Context(root=work / "fresh", budget=tables.QUICK)  # no cached grid points there
+    options, grid = tables.select(pair, "ties", fresh)
+    assert len(grid) == len(tables.grid_points(methods.METHODS["ties"].grid)) == len(calls)
+    assert {(split, tuple(protocols)) for split, protocols in calls} == {("valid", ("sampled",))}
+    assert options == grid[max(range(len(grid)), key=lambda i: (grid[i]["valid"], -i))]["options"]
+
+
+def test_a_rerun_trains_and_evaluates_nothing(table1, monkeypatch):
+    work, out = table1
+    before = (out / "table1.csv").read_text()
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a cached run"))
+    monkeypatch.setattr(tables, "evaluate", lambda *a, **k: pytest.fail("evaluated a cached method"))
+    monkeypatch.setattr(methods, "train_compatibility", lambda *a, **k: pytest.fail("relearned f_L"))
+    timing = tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), out)
+    assert (out / "table1.csv").read_text() == before
+    assert timing["pairs_complete"] == timing["pairs_requested"] == 1
+
+
+def test_an_interrupted_reproduction_resumes_where_it_stopped(table1, monkeypatch):
+    work, out = table1
+    before = _rows(out / "table1.csv")
+    cell = work / "runs" / "tables" / "cyclic.txt-sasrec-s0"
+    for path in [*cell.glob("cki-hard-*"), *cell.glob("ensemble-full-*")]:  # as if killed before these were stored
+        path.unlink()
+    calls, evaluate = [], tables.evaluate
+
+    def counting(scorer, data, split, protocols, *args):
+        calls.append((split, *protocols))
+        return evaluate(scorer, data, split, protocols, *args)
+
+    monkeypatch.setattr(tables, "evaluate", counting)
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a cached run"))
+    tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), out)
+    # only what was lost: the ensemble's full ranking, CKI hard under both protocols (its grid was still cached)
+    assert sorted(calls) == sorted([("valid", "sampled"), ("test", "full"),
+                                    ("valid", "sampled"), ("test", "full"), ("test", "sampled")])
+    timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+                for rows in (before, _rows(out / "table1.csv"))]
+    assert timeless[0] == timeless[1]
+
+
+def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
+    work, data = tiny
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained in cached-only mode"))
+    ctx = tables.Context(root=work / "empty", budget=tables.QUICK, cached_only=True)
+    timing = tables.reproduce_table("table3", [str(data)], ["sasrec"], [0], ctx, work / "cached-only")
+    assert timing["pairs_complete"] == 0
+    assert report.render(work / "cached-only", work / "cached-only" / "results.md").is_file()
+
+
+def test_quick_end_to_end_from_the_command_line(table1, capsys):
+    work, _ = table1
+    out = work / "cli"
+    argv = ["reproduce", "all", "--quick", "--datasets", str(work / "cyclic.txt"), "--backbones", "sasrec",
+            "--seeds", "0", "--root", str(work / "runs"), "--out-dir", str(out), "--threads", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert "table3: 1/1 pairs complete" in capsys.readouterr().out
+    for name in tables.TABLES:
+        assert _rows(out / f"{name}.csv") and _rows(out / f"{name}_tests.csv")
+        assert (out / f"{name}_timing.json").is_file()
+        assert (out / f"{name}_sampled.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "results.md").read_text()
+    assert report.QUICK_BANNER in text
+    assert "## Table 4" in text and "p bootstrap" in text and "## Time per table" in text
+    assert f"![table1]({Path('table1_sampled.png')})" in text  # charts linked relative to the page
+
+
+def test_missing_cells_say_not_run_yet(tmp_path):
+    rendered = report.render(tmp_path, tmp_path / "results.md").read_text()
+    assert rendered.count(report.NOT_RUN) >= 3 * len(tables.DATASETS) * len(tables.BACKBONES)
+    assert "±" not in rendered.split("## Time per table")[1] and report.QUICK_BANNER not in rendered
+
+
+def test_published_figures_are_those_of_design_section_5():
+    assert paper.published("table3", "ml-1m", "cki") == {"ndcg@5": 0.4811, "hr@5": 0.6315, "ndcg@10": 0.5211,
+                                                         "hr@10": 0.7535}
+    assert paper.published("table4", "douban-music", "cki+epoch")["ndcg@10"] == 0.4223
+    assert paper.published("table1", "ml-1m", "ties") is None
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tables": "table2"}, "unknown table 'table2'"),
+    ({"tables": "table4", "methods": ["ties"]}, "'ties' is not a method of table4"),
+    ({"tables": "all", "methods": ["cki-soft"]}, "'cki-soft' is not a method"),
+    ({"tables": "table1", "protocols": ["popular"]}, "unknown protocol 'popular'"),
+])
+def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        api.reproduce(**kwargs, root=tmp_path, out_dir=tmp_path, progress=False)
+
+
+def test_the_command_line_prints_the_error_and_exits_2(capsys):
+    assert cli.main(["reproduce", "table2"]) == 2
+    assert "unknown table 'table2' (expected one of table1, table3, table4 or all)" in capsys.readouterr().err
