@@ -32,6 +32,7 @@ def test_summary_reports_mean_std_and_relative_change():
     assert "| d | b | static | 2 | 0.2000 ± 0.1414 |" in table
     assert "| d | b | dynamic | 2 | 0.4000 ± 0.1414 |" in table
     assert "| d | b | dynamic vs static | | +100.0% |" in table
+    assert "| d | b | static | 1 | 0.1000 |" in dynamic.summary_markdown(rows[:1], "sampled")  # no ± 0 for one seed
 
 
 def test_a_worker_trains_only_its_variants(tmp_path, monkeypatch):

@@ -77,8 +77,8 @@ def summary_markdown(rows: list[dict], protocol: str) -> str:
             for m in metrics:
                 values = np.array([r[m] for r in group], dtype=float)
                 means[(variant, m)] = values.mean()
-                std = values.std(ddof=1) if len(values) > 1 else 0.0
-                cells.append(f"{values.mean():.4f} ± {std:.4f}")
+                spread = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""  # one seed has no spread
+                cells.append(f"{values.mean():.4f}{spread}")
             lines.append(f"| {dataset} | {backbone} | {variant} | {len(group)} | {' | '.join(cells)} |")
         if all((v, metrics[0]) in means for v in VARIANTS):
             delta = [f"{100 * (means[('dynamic', m)] / means[('static', m)] - 1):+.1f}%" for m in metrics]
