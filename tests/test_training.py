@@ -83,7 +83,8 @@ def test_resume_refuses_a_changed_config(tmp_path, cyclic_file):
 
 def _run_cli(out: Path, cyclic_file: Path, epochs: int) -> subprocess.Popen:
     args = [sys.executable, "-m", "dynrec.cli", "train", "--no-progress", "--set", f"data.dataset={cyclic_file}",
-            "--set", f"out_dir={out}", "--set", f"train.epochs={epochs}", "--set", "model.dropout=0.2"]
+            "--set", f"out_dir={out}", "--set", f"train.epochs={epochs}", "--set", "model.dropout=0.2",
+            "--set", "train.threads=1"]  # two runs side by side: two-thread torch processes thrash on 2 cores
     for item in (t for t in TINY if not t.startswith("model.dropout")):
         args += ["--set", item]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
