@@ -5,13 +5,13 @@ trainer state) and can be spread over several sittings."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from dynrec.checkpoint import atomic_write
 from dynrec.config import RunConfig, load_config
+from dynrec.experiments.cache import payload_key
 from dynrec.train import RESULT, train
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository: configs/ lives here
@@ -32,7 +32,7 @@ def config_key(cfg: RunConfig) -> str:
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
-    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+    return payload_key(values)
 
 
 def experiment_config(dataset: str, backbone: str, overrides: list[str]) -> RunConfig:
