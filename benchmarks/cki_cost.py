@@ -7,6 +7,7 @@ interleaved round by round, and medians compared, so a busy neighbour process mo
 Offline: two ML-1M-sized SASRec checkpoints (3,417 x 64 item embeddings, 2 blocks, hidden 64, history 200,
 head [64]; random weights, or the trained checkpoints given with --checkpoints) fused by every method, over
 the head and over every tensor; only the fusion itself is timed (reading and writing files are not).
+Breakdown: the online layer's parts at batch 256, and single elementwise passes over one layer's weights.
 
     python benchmarks/cki_cost.py [--rounds 15] [--checkpoints A B] [--out benchmarks/results/cki_cost.json]
 """
@@ -26,6 +27,7 @@ from dynrec.checkpoint import write_json
 from dynrec.config import ModelConfig
 from dynrec.fusion import METHODS, OnlineCKI, fuse
 from dynrec.fusion.files import read_state_dict
+from dynrec.fusion.online import entropy_gaps, splice_per_sample
 from dynrec.machine import machine_info
 from dynrec.models import build_model
 
@@ -70,6 +72,47 @@ def online(rounds: int) -> dict:
     return report
 
 
+def breakdown(rounds: int) -> dict:
+    """Median ms of the online layer's parts at batch 256 (the weights one request batch generates): the
+    entropies of both head layers, the soft and the hard splice of both, and single elementwise passes over
+    one layer's B x in x out values, which set the floor of the soft splice (4 transcendental passes)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="sasrec", hidden_size=D, max_len=WINDOW, head_hidden=[D], dynamic=True,
+                      generator_source="gru", generator_form="full", generator_window=WINDOW, code_size=32)
+    model = build_model(cfg, N_ITEMS).eval()
+    seq = torch.randint(1, N_ITEMS + 1, (256, WINDOW), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        generated = model.generate(seq, model.backbone.last_features(seq))
+        pairs = [(static, weight) for (static, _), (weight, _) in
+                 zip(model.backbone.head.static_weights(), generated, strict=True)]
+        gaps = entropy_gaps(pairs)
+        layer = pairs[0][1]
+        per_row = layer[0].numel()  # bin indices laid out as the histogram makes them: row r uses r*10 .. r*10 + 9
+        codes = (torch.arange(layer.numel()) // per_row * 10 + torch.randint(0, 10, (layer.numel(),))).int()
+        parts: dict[str, Callable[[], object]] = {
+            "generate_head_weights": lambda: model.generate(seq, model.backbone.last_features(seq)),
+            "entropy_gaps_all_layers": lambda: entropy_gaps(pairs),
+            "soft_splice_all_layers": lambda: [splice_per_sample(s, w, gap=g)
+                                               for (s, w), g in zip(pairs, gaps, strict=True)],
+            "hard_splice_all_layers": lambda: [splice_per_sample(s, w, hard=True, gap=g)
+                                               for (s, w), g in zip(pairs, gaps, strict=True)],
+            "one_exp_pass": lambda: torch.exp(layer),
+            "one_sigmoid_pass": lambda: torch.sigmoid(layer),
+            "one_mul_pass": lambda: layer * layer,
+            "one_bincount_pass": lambda: torch.bincount(codes, minlength=10 * len(layer)),
+        }
+        times: dict[str, list[float]] = {name: [] for name in parts}
+        for index in range(rounds + 2):
+            for name, fn in parts.items():
+                if index >= 2:
+                    times[name].append(_timer(fn))
+                else:
+                    fn()
+    report = {"values_per_layer": layer.numel(), "layers": len(pairs)}
+    report.update({f"{name}_ms": round(1000 * statistics.median(series), 3) for name, series in times.items()})
+    return report
+
+
 def offline(rounds: int, checkpoints: list[str] | None) -> dict:
     """Median seconds to fuse two ML-1M-sized SASRec state dicts, per method and tensor selection."""
     if checkpoints:
@@ -103,12 +146,14 @@ def main() -> None:
         "target": "online CKI: >= 0.8x the dynamic model's throughput at batch 256, <= 1.3x its latency at batch 1; "
                   "offline fusion of two ML-1M-sized SASRec checkpoints <= 2 s",
         "online": online(args.rounds),
+        "online_breakdown_b256": breakdown(args.rounds),
         "offline_seconds": offline(max(3, args.rounds // 5), args.checkpoints),
         "machine": machine_info(),
     }
     write_json(Path(args.out), result)
     for name, values in result["online"].items():
         print(f"{name:16s} {values}")
+    print("breakdown", result["online_breakdown_b256"])
     for name, value in result["offline_seconds"].items():
         print(f"offline {name:32s} {value}")
 
