@@ -176,3 +176,18 @@ def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
 def test_the_command_line_prints_the_error_and_exits_2(capsys):
     assert cli.main(["reproduce", "table2"]) == 2
     assert "unknown table 'table2' (expected one of table1, table3, table4 or all)" in capsys.readouterr().err
+
+
+def test_report_cells_and_empty_test_tables():
+    """One seed shows a bare mean (no "± 0"); a protocol without tests says so; table headers match rows."""
+    import pandas as pd
+
+    assert report._cell(pd.Series([0.5])) == "0.5000"
+    assert report._cell(pd.Series([0.5, 0.7])) == "0.6000 ± 0.1414"
+    row = {"dataset": "d", "backbone": "b", "method": "cki", "protocol": "sampled", "metric": "ndcg@10", "seeds": 1,
+           "users": 10, "difference": 0.1, "p_bootstrap": 0.01, "p_t_test": 0.02}
+    versus = ("model-a", "model-bg", "average", "ensemble")
+    tests = pd.DataFrame([{**row, "versus": v, "versus_method": v} for v in versus])
+    assert report.tests_table(tests, "full") == [report.NOT_RUN + "."]
+    header, separator, *rows = report.target_check(tests)
+    assert header.count("|") == separator.count("|") == rows[0].count("|") == 9

@@ -41,8 +41,10 @@ def _read(out_dir: Path, name: str) -> tuple[pd.DataFrame | None, pd.DataFrame |
 
 
 def _cell(values: pd.Series) -> str:
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.4f} ± {std:.4f}"
+    """Mean ± sample std over seeds; one seed has no spread to show."""
+    if len(values) < 2:
+        return f"{values.mean():.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def _p(value: float) -> str:
@@ -97,6 +99,8 @@ def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
     lines = ["| dataset | backbone | method | versus | seeds | users | Δ NDCG@10 | p bootstrap | p t-test "
              "| Δ HR@10 | p bootstrap | p t-test |", "|---" * 12 + "|"]
     chosen = tests[tests["protocol"] == protocol]
+    if chosen.empty:
+        return [NOT_RUN + "."]
     for (dataset, backbone, method, versus), group in chosen.groupby(["dataset", "backbone", "method", "versus"],
                                                                      sort=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
@@ -135,7 +139,8 @@ def wins_and_losses(tests: pd.DataFrame, protocol: str = "sampled", metric: str 
 def target_check(tests: pd.DataFrame) -> list[str]:
     """The issue's target: CKI (static + dynamic) above A, B(G), averaging and the ensemble, sampled, p < 0.05."""
     versus = ("model-a", "model-bg", "average", "ensemble")
-    lines = ["| dataset | backbone | metric | " + " | ".join(f"> {v}" for v in versus) + " | met |", "|---" * 7 + "|"]
+    lines = ["| dataset | backbone | metric | " + " | ".join(f"> {v}" for v in versus) + " | met |",
+             "|---" * (len(versus) + 4) + "|"]
     chosen = tests[(tests["protocol"] == "sampled") & (tests["method"] == "cki")]
     for (dataset, backbone, metric), group in chosen.groupby(["dataset", "backbone", "metric"], sort=False):
         rows = {row["versus"]: row for _, row in group.iterrows()}
