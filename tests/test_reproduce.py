@@ -1,17 +1,24 @@
-"""The paper tables on a tiny dataset: the grid's runs are shared, options are chosen on validation only,
-a rerun trains and evaluates nothing, an interrupted run resumes where it stopped, one CSV row per cell,
+"""The paper tables on a tiny dataset: model A is the grid's run, Table 3's B(G) is trained on A's frozen
+backbone and its fusion rows merge heads online, options are chosen on validation only, a rerun trains and
+evaluates nothing, an interrupted run resumes where it stopped, one CSV row per cell,
 the CLI end to end (CSVs, paired tests, charts, results.md), and bad requests get a clear error."""
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dynrec import api, cli
-from dynrec.errors import ConfigError
+from dynrec.checkpoint import load_checkpoint
+from dynrec.errors import ConfigError, FusionError
 from dynrec.experiments import dynamic, methods, paper, report, runner, tables
+from dynrec.models import build_model
+from dynrec.train import seed_everything
 from tests.conftest import write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
@@ -42,18 +49,61 @@ def table1(tiny) -> tuple[Path, Path]:
     return work, work / "out"
 
 
-def test_models_a_and_bg_are_the_runs_of_the_static_vs_dynamic_grid(tmp_path, monkeypatch):
+def test_model_a_is_the_grid_run_and_bg_is_dynamic_on_its_frozen_backbone(tmp_path, monkeypatch):
     grid = []
     monkeypatch.setattr(dynamic, "run_cached", lambda cfg, root, tag, progress, cached_only=False:
                         grid.append((cfg, tag)) or {})
     dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, threads=1)
+    (static, static_tag), (twin, _) = grid
     ctx = tables.Context(root=tmp_path, threads=2)  # threads are not part of a run's identity
-    table3 = tables.base_configs(tables.TABLES["table3"], "ml-1m", "sasrec", 0, ctx)
-    assert [(runner.config_key(c), t) for c, t in table3] == [(runner.config_key(c), t) for c, t in grid]
+    (a, tag_a), (bg, tag_bg) = tables.base_configs(tables.TABLES["table3"], "ml-1m", "sasrec", 0, ctx)
+    assert (runner.config_key(a), tag_a) == (runner.config_key(static), static_tag)  # model A: the grid's run
+    assert tag_bg == "paper-dynamic-on-a"
+    assert bg.train.init_from == str(runner.run_directory(static, tmp_path, static_tag))
+    assert bg.model.dynamic and bg.train.freeze_backbone
+    bg.train.init_from, bg.train.freeze_backbone = None, False  # otherwise the grid's dynamic twin exactly
+    assert runner.config_key(bg) == runner.config_key(twin)
     table1 = tables.base_configs(tables.TABLES["table1"], "ml-1m", "sasrec", 0, ctx)
-    assert runner.config_key(table1[0][0]) == runner.config_key(grid[0][0])  # model A is shared by every table
+    assert runner.config_key(table1[0][0]) == runner.config_key(static)  # model A is shared by every table
     assert table1[1][1] == "paper-static" and table1[1][0].train.seed == 100  # model B: never another pair's A
     assert not {s + tables.B_SEED_OFFSET for s in tables.SEEDS} & set(tables.SEEDS)
+
+
+@pytest.fixture(scope="module")
+def table3(tiny) -> tuple[Path, Path]:
+    """Table 3 run once (SASRec, seed 0) beside Table 1, sharing its model A; returns the work and output dirs."""
+    work, data = tiny
+    tables.reproduce_table("table3", [str(data)], ["sasrec"], [0], _context(work), work / "out")
+    return work, work / "out"
+
+
+def test_table3_bg_is_trained_on_model_a_frozen_backbone(table3):
+    work, _ = table3
+    ctx = _context(work)
+    pair, _ = tables.open_pair(tables.TABLES["table3"], str(work / "cyclic.txt"), "sasrec", 0, ctx)
+    a, bg = pair.a.state_dict(), pair.b.backbone.state_dict()
+    assert list(a) == list(bg) and all(torch.equal(a[name], bg[name]) for name in a)  # encoder, items, static head
+    cfg = load_checkpoint(pair.dirs[1])[1]
+    assert cfg.train.freeze_backbone and cfg.train.init_from == str(pair.dirs[0])
+    seed_everything(cfg.train.seed)  # the generator as the run started it
+    start = build_model(cfg.model, pair.data.n_items).generator.state_dict()
+    assert any(not torch.equal(start[name], t) for name, t in pair.b.generator.state_dict().items())
+    moved = copy.deepcopy(pair.b)
+    with torch.no_grad():
+        moved.backbone.head.weight[0][0, 0] += 1.0
+    with pytest.raises(FusionError, match=r"differs from model A at tensor 'head\.weight\.0'"):
+        methods.check_frozen_on(pair.a, moved)
+
+
+def test_table3_merges_heads_online_with_no_tensor_option(table3):
+    work, out = table3
+    rows = _rows(out / "table3.csv")
+    assert {r["method"] for r in rows} == set(tables.TABLES["table3"].methods)
+    assert not any("tensors=" in r["options"] for r in rows)
+    pair, _ = tables.open_pair(tables.TABLES["table3"], str(work / "cyclic.txt"), "sasrec", 0, _context(work))
+    records = [json.loads(path.read_text()) for path in (work / "runs" / "tables" / pair.name).glob("*.json")]
+    mine = [r for r in records if r["runs"] == [str(d) for d in pair.dirs]]  # Table 1's records share the folder
+    assert {r["method"] for r in mine if r["details"].get("online")} == set(tables.FUSION_ROWS) - {"ensemble"}
 
 
 def test_one_row_per_dataset_backbone_method_protocol_seed(table1):

@@ -3,6 +3,7 @@ and a Markdown summary with mean and standard deviation over seeds."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,16 @@ def twin_config(
     they share the grid's runs. `extra` overrides come last (the tables' quick budget)."""
     overrides = [*SETTINGS[setting], f"train.seed={seed}", f"train.threads={threads}", *VARIANTS[variant], *extra]
     return experiment_config(dataset, backbone, overrides), f"{setting}-{variant}"
+
+
+def frozen_dynamic_config(static: RunConfig, static_dir: Path, setting: str) -> tuple[RunConfig, str]:
+    """The dynamic model on a static run's frozen backbone (docs/dynamic.md, mode 3): the static run's config
+    with `model.dynamic`, its weights loaded from `static_dir` and frozen, so only the generator learns and the
+    static head and the generated heads read one encoder. Returns the config and its directory tag."""
+    cfg = copy.deepcopy(static)
+    cfg.model.dynamic = True
+    cfg.train.init_from, cfg.train.freeze_backbone = str(static_dir), True
+    return cfg, f"{setting}-dynamic-on-a"
 
 
 def static_vs_dynamic(

@@ -1,12 +1,12 @@
 """The methods of the paper's Tables 1, 3 and 4, each built as a scorer from a pair of trained models.
 
-Model A is a static run; model B is a static run of another seed (Tables 1 and 4) or the dynamic run B(G)
-of A's seed (Table 3). Fusion methods fuse A with B's backbone (a static model is its own backbone), the
-tensors they do not splice coming from A. With B(G) the fused backbone goes under B(G)'s generator, so every
-fused model of Table 3 stays dynamic, and CKI then also splices the (fused) static head with the head
-generated for each request (online CKI). Task arithmetic, TIES and DARE take model A as their base: B's
-task vector is B - A. Options in a method's grid are chosen on validation (tables.py); the others are the
-published defaults (CKI: 10 bins; DARE: seed 0).
+Model A is a static run. Tables 1 and 4: model B is the static run of another seed; a fusion method fuses A
+with B offline, the tensors it does not splice coming from A (task arithmetic, TIES and DARE take A as
+base: B's task vector is B - A). Table 3: model B(G) is the dynamic model trained on A's frozen backbone
+(docs/dynamic.md, mode 3), so A's static head and every generated head read the same encoder output; its
+fusion rows merge the static head with the head generated for each request, online (OnlineBaseline,
+OnlineCKI; the static head is the base), and nothing else is merged. Options in a method's grid are chosen
+on validation (tables.py); the others are the published defaults (CKI: 10 bins; DARE: seed 0).
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from dynrec.checkpoint import load_checkpoint, load_tensors
 from dynrec.config import RunConfig
 from dynrec.data.preprocess import SequenceData
+from dynrec.errors import FusionError
 from dynrec.experiments.cache import payload_key
 from dynrec.experiments.runner import run_cached
 from dynrec.fusion import METHODS as FUSIONS
-from dynrec.fusion import FusionResult, OnlineCKI, OutputEnsemble, fuse
+from dynrec.fusion import FusionResult, OnlineBaseline, OnlineCKI, OutputEnsemble, fuse
 from dynrec.fusion.files import is_dynrec_checkpoint, write_fused
 from dynrec.fusion.learned import train_compatibility, train_online
 from dynrec.models import DynamicRecommender, Recommender
@@ -36,7 +39,7 @@ class Pair:
     """Two trained models of one dataset, backbone and seed, with what building a method needs."""
 
     a: Recommender
-    b: Recommender  # static (Tables 1, 4) or dynamic (Table 3)
+    b: Recommender  # static (Tables 1, 4) or dynamic on A's frozen backbone (Table 3)
     dirs: tuple[Path, Path]  # their run directories
     keys: tuple[str, str]  # their config keys (runner.config_key)
     cfg: RunConfig  # model A's run config: training setting, evaluation settings, selection metric
@@ -44,6 +47,11 @@ class Pair:
     root: Path  # where runs derived from the pair are cached (Table 4's extra epoch)
     name: str  # <dataset>-<backbone>-s<seed>, for file names
     progress: bool = False
+
+    @property
+    def online(self) -> bool:
+        """Whether B is dynamic (Table 3): fusion then merges heads per request instead of checkpoints."""
+        return isinstance(self.b, DynamicRecommender)
 
 
 Built = tuple[Recommender, dict]  # the scorer and JSON-ready details of how it was made
@@ -59,23 +67,38 @@ class Method:
     models: str = "ab"  # which trained models it reads: "a", "b" or "ab" (part of its cache key)
     options_of: str | None = None  # take the options this other method chose on validation
 
+    def grid_for(self, pair: Pair) -> dict[str, tuple]:
+        """The options validation chooses among for `pair`: an online merge (Table 3) merges the head only, so
+        `tensors` is not among them."""
+        return {key: values for key, values in self.grid.items() if not (pair.online and key == "tensors")}
 
-def backbone_state(model: Recommender) -> dict:
-    """The state dict of a model's backbone: a dynamic model's wrapped backbone, a static model itself."""
-    backbone = model.backbone if isinstance(model, DynamicRecommender) else model
-    return {name: tensor.detach() for name, tensor in backbone.state_dict().items()}
+
+def check_frozen_on(a: Recommender, b: DynamicRecommender) -> None:
+    """Raise FusionError unless B(G)'s backbone (encoder, item embeddings, static head) is exactly model A:
+    the online merges of Table 3 assume one encoder under both heads."""
+    mine = b.backbone.state_dict()
+    for name, tensor in a.state_dict().items():
+        if name not in mine or not torch.equal(mine[name], tensor):
+            raise FusionError(f"model B(G)'s backbone differs from model A at tensor {name!r}: Table 3 merges heads "
+                              "online and needs B(G) trained on A's frozen backbone (train.init_from=<A's run>, "
+                              "train.freeze_backbone=true)")
 
 
-def with_backbone(model: Recommender, state: dict) -> Recommender:
-    """A copy of `model` (in eval mode) whose backbone holds `state`; the model itself is not changed."""
+def state_of(model: Recommender) -> dict:
+    """A model's state dict, detached."""
+    return {name: tensor.detach() for name, tensor in model.state_dict().items()}
+
+
+def with_weights(model: Recommender, state: dict) -> Recommender:
+    """A copy of `model` (in eval mode) holding `state`; the model itself is not changed."""
     result = copy.deepcopy(model).eval()
-    load_tensors(result.backbone if isinstance(result, DynamicRecommender) else result, state, "fused weights")
+    load_tensors(result, state, "fused weights")
     return result
 
 
 def fused(pair: Pair, method: str, options: dict) -> FusionResult:
-    """Fuse A with B's backbone by `method`; `options` holds `tensors` and the method's own options."""
-    states = [backbone_state(pair.a), backbone_state(pair.b)]
+    """Fuse static A with static B offline by `method`; `options` holds `tensors` and the method's own options."""
+    states = [state_of(pair.a), state_of(pair.b)]
     method_options = {key: value for key, value in options.items() if key != "tensors"}
     if "base" in FUSIONS[method].options:
         method_options["base"] = states[0]
@@ -95,36 +118,36 @@ def _ensemble(pair: Pair, options: dict) -> Built:
 
 def _fusion(method: str) -> Callable[[Pair, dict], Built]:
     def build(pair: Pair, options: dict) -> Built:
+        if pair.online:
+            return OnlineBaseline(pair.b, method, **options).eval(), {"online": True}
         result = fused(pair, method, options)
-        return with_backbone(pair.b, result.state_dict), {"spliced": result.info["spliced"]}
+        return with_weights(pair.b, result.state_dict), {"spliced": result.info["spliced"]}
 
     return build
 
 
 def _cki(hard: bool) -> Callable[[Pair, dict], Built]:
     def build(pair: Pair, options: dict) -> Built:
+        if pair.online:
+            return OnlineCKI(pair.b, hard=hard).eval(), {"online": True}
         result = fused(pair, "cki-hard" if hard else "cki", options)
-        model = with_backbone(pair.b, result.state_dict)
-        online = isinstance(model, DynamicRecommender)
-        details = {"spliced": result.info["spliced"], "online": online}
-        return (OnlineCKI(model, hard=hard).eval() if online else model), details
+        return with_weights(pair.b, result.state_dict), {"spliced": result.info["spliced"], "online": False}
 
     return build
 
 
 def _cki_learned(pair: Pair, options: dict) -> Built:
-    """Static pair: f_L/f_G learned for the offline splice. Dynamic pair: the backbones spliced by the
-    parameter-free CKI, then f_L/f_G of the online splice learned with the dynamic model frozen."""
-    tensors, epochs = options["tensors"], options["epochs"]
-    if isinstance(pair.b, DynamicRecommender):
-        online = OnlineCKI(with_backbone(pair.b, fused(pair, "cki", {"tensors": tensors}).state_dict), learned=True)
-        history = train_online(online, pair.data, pair.cfg, epochs, progress=pair.progress)
+    """Static pair: f_L/f_G learned for the offline splice of A and B. Dynamic pair: f_L/f_G of the online
+    splice learned with B(G) frozen."""
+    if pair.online:
+        online = OnlineCKI(pair.b, learned=True)
+        history = train_online(online, pair.data, pair.cfg, options["epochs"], progress=pair.progress)
         return online.eval(), {"online": True, "learning": history}
-    states = [backbone_state(pair.a), backbone_state(pair.b)]
-    compatibility, history = train_compatibility(copy.deepcopy(pair.a), states, pair.data, pair.cfg, tensors, epochs,
-                                                 progress=pair.progress)
-    result = fuse(states, "cki", tensors, compatibility=compatibility)
-    return with_backbone(pair.b, result.state_dict), {"online": False, "learning": history}
+    states = [state_of(pair.a), state_of(pair.b)]
+    compatibility, history = train_compatibility(copy.deepcopy(pair.a), states, pair.data, pair.cfg,
+                                                 options["tensors"], options["epochs"], progress=pair.progress)
+    result = fuse(states, "cki", options["tensors"], compatibility=compatibility)
+    return with_weights(pair.b, result.state_dict), {"online": False, "learning": history}
 
 
 def fused_checkpoint(pair: Pair, method: str, options: dict) -> Path:

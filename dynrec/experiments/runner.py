@@ -40,11 +40,15 @@ def experiment_config(dataset: str, backbone: str, overrides: list[str]) -> RunC
     return load_config(ROOT / "configs" / dataset / f"{backbone}.yaml", overrides)
 
 
+def run_directory(cfg: RunConfig, root: Path, tag: str) -> Path:
+    """Where run_cached keeps this run: known before it trains, so another run can name it (train.init_from)."""
+    return root / f"{Path(cfg.data.dataset).name}-{cfg.model.name}-{tag}-s{cfg.train.seed}-{config_key(cfg)}"
+
+
 def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False, cached_only: bool = False) -> dict:
     """Train the run unless its result exists; `tag` only makes the directory name readable. With
     `cached_only` (or $DYNREC_CACHED_ONLY) a missing run gives {} instead of training. Sets cfg.out_dir."""
-    name = f"{Path(cfg.data.dataset).name}-{cfg.model.name}-{tag}-s{cfg.train.seed}-{config_key(cfg)}"
-    cfg.out_dir = str(root / name)
+    cfg.out_dir = str(run_directory(cfg, root, tag))
     result_file = Path(cfg.out_dir) / RESULT
     if result_file.is_file():
         return json.loads(result_file.read_text())

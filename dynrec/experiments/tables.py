@@ -1,10 +1,11 @@
 """The CKI paper's Tables 1, 3 and 4 on real data, cached so that a reproduction resumes where it stopped.
 
-For each dataset, backbone and seed: the two base runs (trained through the static-vs-dynamic grid's own
-configs, so Table 3 reads the grid's runs), then every method of the table: its options chosen on
-validation (the run config's selection protocol and metric), then one evaluation on test under every
-protocol. Each evaluation is stored with its per-user arrays, keyed by a hash of what defines it, so a
-rerun only computes what is missing and the paired tests never re-evaluate.
+For each dataset, backbone and seed: the two base runs (model A is the static twin of the static-vs-dynamic
+grid, shared by every table; model B is another seed's static twin, or for Table 3 the dynamic model trained
+on A's frozen backbone), then every method of the table: its options chosen on validation (the run config's
+selection protocol and metric), then one evaluation on test under every protocol. Each evaluation is stored
+with its per-user arrays, keyed by a hash of what defines it, so a rerun only computes what is missing and
+the paired tests never re-evaluate.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from dynrec.data.preprocess import SequenceData
 from dynrec.errors import ConfigError
 from dynrec.evaluate import PROTOCOLS, evaluate, public
 from dynrec.experiments.cache import payload_key, read_arrays, read_record, write_record
-from dynrec.experiments.dynamic import twin_config
-from dynrec.experiments.methods import METHODS, Method, Pair
-from dynrec.experiments.runner import config_key, run_cached, write_csv
+from dynrec.experiments.dynamic import frozen_dynamic_config, twin_config
+from dynrec.experiments.methods import METHODS, Method, Pair, check_frozen_on
+from dynrec.experiments.runner import config_key, run_cached, run_directory, write_csv
 from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
 from dynrec.machine import machine_info
 from dynrec.train import data_for, log
@@ -44,7 +45,7 @@ class Table:
     """A table: how its model B is trained, its methods, and the paired tests run on them."""
 
     title: str
-    b_variant: str  # static | dynamic (a twin of the grid)
+    b_variant: str  # static (another seed's static twin) | dynamic-on-a (the dynamic model on A's frozen backbone)
     b_seed_offset: int
     methods: tuple[str, ...]
     singles: tuple[str, ...]  # the single models; "best-single" is the one with the higher test mean
@@ -60,7 +61,7 @@ def _fusion_tests(single_b: str) -> tuple[tuple[str, str], ...]:
 TABLES = {
     "table1": Table("Table 1: static + static (model B: another seed)", "static", B_SEED_OFFSET,
                     ("model-a", "model-b", *FUSION_ROWS), ("model-a", "model-b"), _fusion_tests("model-b")),
-    "table3": Table("Table 3: static + dynamic (model B(G): the dynamic twin)", "dynamic", 0,
+    "table3": Table("Table 3: static + dynamic (model B(G): dynamic on A's frozen backbone)", "dynamic-on-a", 0,
                     ("model-a", "model-bg", *FUSION_ROWS), ("model-a", "model-bg"), _fusion_tests("model-bg")),
     "table4": Table("Table 4: CKI as a starting point, then one epoch of training", "static", B_SEED_OFFSET,
                     ("model-a", "cki", "cki+epoch", "model-a+epoch", "average+epoch"), ("model-a",),
@@ -126,14 +127,17 @@ def check_request(tables: list[str], protocols: list[str] | tuple[str, ...], met
 
 
 def base_configs(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> list[tuple[RunConfig, str]]:
-    """(config, tag) of model A and model B: the grid's twins (quick budget: ml-100k's configs on `dataset`)."""
+    """(config, tag) of model A (the grid's static twin) and model B: another seed's static twin, or the dynamic
+    model on A's frozen backbone (quick budget: ml-100k's configs on `dataset`)."""
     config_dataset = ctx.budget.config_dataset or dataset
     extra = ctx.budget.overrides
     if ctx.budget.config_dataset:
         extra = (*extra, f"data.dataset={dataset}")
-    return [twin_config(config_dataset, backbone, seed, "paper", "static", ctx.threads, extra),
-            twin_config(config_dataset, backbone, seed + table.b_seed_offset, "paper", table.b_variant, ctx.threads,
-                        extra)]
+    cfg_a, tag_a = twin_config(config_dataset, backbone, seed, "paper", "static", ctx.threads, extra)
+    if table.b_variant == "dynamic-on-a":
+        return [(cfg_a, tag_a), frozen_dynamic_config(cfg_a, run_directory(cfg_a, ctx.root, tag_a), "paper")]
+    return [(cfg_a, tag_a), twin_config(config_dataset, backbone, seed + table.b_seed_offset, "paper", "static",
+                                        ctx.threads, extra)]
 
 
 def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> tuple[Pair | None, float]:
@@ -149,6 +153,8 @@ def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context
     dirs = (Path(cfg_a.out_dir), Path(cfg_b.out_dir))
     pair = Pair(load_checkpoint(dirs[0])[0], load_checkpoint(dirs[1])[0], dirs, (config_key(cfg_a), config_key(cfg_b)),
                 cfg_a, ctx.data(cfg_a), ctx.root, f"{Path(dataset).name}-{backbone}-s{seed}", ctx.progress)
+    if pair.online:
+        check_frozen_on(pair.a, pair.b)
     return pair, seconds
 
 
@@ -195,7 +201,7 @@ def select(pair: Pair, name: str, ctx: Context) -> tuple[dict, list[dict]] | Non
     if method.options_of is not None:
         chosen = select(pair, method.options_of, ctx)
         return None if chosen is None else (chosen[0], [])
-    points = grid_points(method.grid)
+    points = grid_points(method.grid_for(pair))
     if len(points) == 1:
         return points[0], []
     scored = [validation_score(pair, name, options, ctx) for options in points]

@@ -45,17 +45,26 @@ def task_arithmetic(
 
 
 def ties(
-    weights: Sequence[torch.Tensor], base: torch.Tensor | None = None, density: float = 0.2, scale: float = 1.0
+    weights: Sequence[torch.Tensor],
+    base: torch.Tensor | None = None,
+    density: float = 0.2,
+    scale: float = 1.0,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """TIES merging (Yadav et al., NeurIPS 2023, https://arxiv.org/abs/2306.01708): trim each tau_k to its
     largest `density` fraction by magnitude (ties at the threshold kept), elect each position's sign by the
-    summed trimmed vectors, average the entries that agree with it; base + scale * that mean."""
+    summed trimmed vectors, average the entries that agree with it; base + scale * that mean. The first
+    `batch_dims` dimensions of each tensor index independent merges (online: one per request), each trimmed
+    by a threshold over its own entries."""
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density}")
     base, tau = _task_vectors(weights, base)
-    flat = tau.reshape(len(tau), -1).abs()  # (n, P)
-    keep_count = max(1, math.ceil(density * flat.shape[1]))
-    threshold = flat.topk(keep_count, dim=1).values[:, -1:]  # (n, 1): the keep_count-th largest |tau_k|
+    if not 0 <= batch_dims < tau.dim() - 1:
+        raise ValueError(f"batch_dims must be in [0, {tau.dim() - 1}) for tensors of shape {tuple(tau.shape[1:])}, "
+                         f"got {batch_dims}")
+    flat = tau.flatten(start_dim=1 + batch_dims).abs()  # (n, *batch, P)
+    keep_count = max(1, math.ceil(density * flat.shape[-1]))
+    threshold = flat.topk(keep_count, dim=-1).values[..., -1:]  # (n, *batch, 1): the keep_count-th largest |tau_k|
     trimmed = torch.where((flat >= threshold).view_as(tau), tau, torch.zeros_like(tau))
     sign = torch.sign(trimmed.sum(0))  # (...) the elected sign
     agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
@@ -69,15 +78,21 @@ def dare(
     drop: float = 0.9,
     scale: float = 1.0,
     seed: int = 0,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """DARE (Yu et al., ICML 2024, https://arxiv.org/abs/2311.03099): drop each entry of tau_k with
     probability `drop`, rescale the rest by 1/(1 - drop), then task arithmetic. Seeded: the same seed
-    gives the same masks (drawn model by model, in the order given)."""
+    gives the same masks (drawn model by model, in the order given). The first `batch_dims` dimensions index
+    independent merges that share one mask, so a request's merge does not depend on the batch it is in."""
     if not 0 <= drop < 1:
         raise ValueError(f"drop must be in [0, 1), got {drop}")
     base, tau = _task_vectors(weights, base)
+    if not 0 <= batch_dims < tau.dim() - 1:
+        raise ValueError(f"batch_dims must be in [0, {tau.dim() - 1}) for tensors of shape {tuple(tau.shape[1:])}, "
+                         f"got {batch_dims}")
+    shape = (len(tau), *[1] * batch_dims, *tau.shape[1 + batch_dims :])  # (n, 1.., *entry): one mask per model
     generator = torch.Generator().manual_seed(seed)
-    keep = torch.rand(tau.shape, generator=generator, dtype=torch.float64).to(tau.device) >= drop  # (n, ...)
+    keep = torch.rand(shape, generator=generator, dtype=torch.float64).to(tau.device) >= drop
     return base + scale * (tau * keep / (1 - drop)).sum(0)
 
 

@@ -80,9 +80,13 @@ def _ties(weights, name, base=None, density=0.2, scale=1.0):
     return baselines.ties(weights, base, density, scale), None, {}
 
 
+def tensor_seed(seed: int, name: str) -> int:
+    """DARE's seed for tensor `name`: each tensor its own stream, the same wherever that tensor is merged."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+
+
 def _dare(weights, name, base=None, drop=0.9, scale=1.0, seed=0):
-    tensor_seed = (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63  # each tensor its own stream
-    return baselines.dare(weights, base, drop, scale, tensor_seed), None, {}
+    return baselines.dare(weights, base, drop, scale, tensor_seed(seed, name)), None, {}
 
 
 METHODS: dict[str, Method] = {
