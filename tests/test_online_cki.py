@@ -9,7 +9,7 @@ import torch
 
 from dynrec.config import load_config
 from dynrec.fusion import OnlineCKI
-from dynrec.fusion.compatibility import assess, histogram_entropy
+from dynrec.fusion.compatibility import LearnedCompatibility, assess, histogram_entropy
 from dynrec.fusion.learned import train_online
 from dynrec.fusion.online import splice_per_sample
 from dynrec.fusion.splice import splice
@@ -52,6 +52,25 @@ def test_batched_splice_equals_the_generic_splice_sample_by_sample(hard):
         expected, used = splice(weights, maps, hard)
         assert torch.allclose(batched[i], expected, atol=1e-6)
         assert torch.allclose(share[i], used[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_in_place_inference_splice_is_bit_identical_to_the_differentiable_one(hard, learned):
+    g = torch.Generator().manual_seed(3)
+    static = torch.randn(6, 5, generator=g)
+    generated = static + 0.5 * torch.randn(4, 6, 5, generator=g)
+    local = global_ = None
+    if learned:
+        compatibility = LearnedCompatibility({"w": (6, 5)}, n_models=2)
+        with torch.no_grad():
+            compatibility.local[0].weight.add_(0.1 * torch.randn(2, 5, 5, generator=g))
+        local, global_ = compatibility.functions("w")
+    expected = splice_per_sample(static, generated, hard=hard, local=local, global_=global_)
+    with torch.no_grad():
+        in_place = splice_per_sample(static, generated, hard=hard, local=local, global_=global_)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(in_place, expected, strict=True))
+    assert expected[1].requires_grad == (learned and not hard)  # with grad enabled, the map keeps its graph
 
 
 @pytest.mark.parametrize("form", ["full", "lowrank"])

@@ -43,7 +43,7 @@ def histogram_entropy(x: torch.Tensor, bins: int = BINS) -> torch.Tensor:
     flat = x.detach().reshape(-1, x.shape[-1])  # (R, N)
     rows, n = flat.shape
     lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)  # (R, 1); faster than aminmax on CPU
-    scale = torch.where(hi > lo, bins / (hi - lo), torch.zeros_like(hi))  # a constant row: all in bin 0
+    scale = (bins / (hi - lo)).nan_to_num_(posinf=0.0)  # a constant row (bins / 0 = inf): all in bin 0
     # In place where possible: on CPU each fresh (R, N) temporary costs page faults as well as a pass.
     position = torch.sub(flat, lo).mul_(scale).clamp_(max=bins - 1)  # (R, N) in [0, bins - 1]: max joins the last bin
     offsets = torch.arange(0, rows * bins, bins, dtype=torch.int32, device=x.device)[:, None]  # row r: r*bins + ...

@@ -36,9 +36,10 @@ def entropy_gaps(pairs: list[tuple[torch.Tensor, torch.Tensor]], bins: int = BIN
         statics = [pairs[i][0].reshape(1, size) for i in members]
         generated = [pairs[i][1].reshape(-1, size) for i in members]
         entropy = histogram_entropy(torch.cat(statics + generated), bins)  # (m + m B,)
-        per_layer = entropy[len(members) :].view(len(members), -1)  # (m, B)
-        for row, index in enumerate(members):
-            gaps[index] = (per_layer[row] - entropy[row]).view(-1, 1, 1)
+        m = len(members)
+        per_layer = (entropy[m:].view(m, -1) - entropy[:m, None]).view(m, -1, 1, 1)  # (m, B, 1, 1)
+        for index, gap in zip(members, per_layer.unbind(0), strict=True):
+            gaps[index] = gap
     return gaps
 
 
@@ -71,12 +72,16 @@ def splice_per_sample(
     global_ = global_ or fixed_global
     g_static, g_generated = global_(-gap), global_(gap)  # (B, 1, 1)
     # V(generated) - V(static) = g1 (1 - exp(-g1 v1)) - g0 (1 - exp(-g0 v0)): few passes, no broadcast addcmul
-    lead = g_static * torch.exp(v_static * -g_static) - g_generated * torch.exp(v_generated * -g_generated)
-    lead = lead + (g_generated - g_static)  # (B, in, out)
+    if torch.is_grad_enabled():
+        lead = g_static * torch.exp(v_static * -g_static) - g_generated * torch.exp(v_generated * -g_generated)
+        lead = lead + (g_generated - g_static)  # (B, in, out)
+    else:  # the same arithmetic in place: on CPU a fresh (B, in, out) temporary costs more than the math on it
+        lead = torch.mul(v_static, -g_static).exp_().mul_(g_static)
+        lead.sub_(v_generated.mul_(-g_generated).exp_().mul_(g_generated)).add_(g_generated - g_static)
     if hard:  # ties go to the larger weight, as in offline hard splicing
         take = (lead > 0) | ((lead == 0) & (generated > static))
         return torch.where(take, generated, static), take.to(generated.dtype)
-    share = torch.sigmoid(lead)  # the two-model softmax
+    share = torch.sigmoid(lead) if torch.is_grad_enabled() else lead.sigmoid_()  # the two-model softmax
     return torch.addcmul(static, share, delta), share  # W0 + V (W_i - W0)
 
 
