@@ -15,6 +15,15 @@ def test_config_key_ignores_placement_but_not_content():
     assert runner.config_key(a) == runner.config_key(b) != runner.config_key(c)
 
 
+def test_config_key_of_a_run_started_from_another_ignores_how_its_path_is_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    spellings = ["runs/a", "./runs/a", str(tmp_path / "runs" / "a"), "runs/../runs/a"]
+    keys = {runner.config_key(load_config(None, [f"train.init_from={path}"])) for path in spellings}
+    other = runner.config_key(load_config(None, ["train.init_from=runs/b"]))
+    assert len(keys) == 1 and other not in keys
+
+
 def test_a_finished_run_is_read_back_not_retrained(tmp_path, cyclic_file, monkeypatch):
     cfg = load_config(None, [f"data.dataset={cyclic_file}", "model.hidden_size=8", "model.max_len=6",
                              "model.head_hidden=[8]", "train.epochs=1", "eval.sampled_negatives=10"])

@@ -10,16 +10,17 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from dynrec import api, cli
-from dynrec.checkpoint import load_checkpoint
+from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.errors import ConfigError, FusionError
 from dynrec.experiments import dynamic, methods, paper, report, runner, tables
 from dynrec.models import build_model
 from dynrec.train import seed_everything
-from tests.conftest import write_cyclic_sequences
+from tests.conftest import tiny_model_config, write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
            "selected_on", "valid_score", "options", "seconds", "budget"}
@@ -241,3 +242,38 @@ def test_report_cells_and_empty_test_tables():
     assert report.tests_table(tests, "full") == [report.NOT_RUN + "."]
     header, separator, *rows = report.target_check(tests)
     assert header.count("|") == separator.count("|") == rows[0].count("|") == 9
+
+
+def test_compatibility_rows_come_from_the_files_with_matching_columns(tmp_path):
+    assert report.compatibility_section(tmp_path, Path(".")) == []  # no files, no section
+    stat = {"mean": 0.25, "quantiles": {"0.05": 0.1, "0.25": 0.2, "0.5": 0.3, "0.75": 0.4, "0.95": 0.5}}
+    layers = {"layer0": {name: stat for name in ("relative_distance", "entropy_gap", "soft_share", "hard_share")}}
+    (tmp_path / "table3_compatibility").mkdir()
+    write_json(tmp_path / "table3_compatibility" / "d-b-s0_valid.json", {"split": "valid", "users": 7,
+                                                                         "layers": layers})
+    lines = report.compatibility_section(tmp_path, Path("."))
+    header = next(i for i, line in enumerate(lines) if line.startswith("| cell"))
+    head, separator, row = lines[header : header + 3]
+    assert head.count("|") == separator.count("|") == row.count("|") == 10
+    assert row.startswith("| d-b-s0 | valid | layer0 | 7 | 0.3000 [0.1000, 0.5000] | 0.3000 [0.1000, 0.5000] | "
+                          "0.2500 [0.1000, 0.5000] | 0.2500 |")
+
+
+def test_compatibility_statistics_of_a_generator_that_returns_the_static_head():
+    from scripts.compatibility_maps import per_user
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config("sasrec", dynamic=True, generator_window=5, code_size=8), 20).eval()
+    with torch.no_grad():
+        model.generator.maps.weight.zero_()
+        model.generator.maps.bias.zero_()
+        for weight in model.backbone.head.weight:
+            weight.normal_(std=0.3)
+    seqs = torch.randint(1, 21, (9, 6), generator=torch.Generator().manual_seed(0))
+    stats = per_user(model, seqs, batch=4)  # three batches, the last one short
+    layers = len(model.backbone.head.layer_shapes)
+    assert all(len(stats[name]) == layers and all(len(v) == 9 for v in stats[name]) for name in stats)
+    for index in range(layers):
+        assert np.allclose(stats["relative_distance"][index], 0) and np.allclose(stats["entropy_gap"][index], 0)
+        assert np.allclose(stats["soft_share"][index], 0.5)  # equal weights: an even split everywhere
+        assert np.allclose(stats["hard_share"][index], 0)  # ties go to the larger value: none is larger

@@ -255,6 +255,44 @@ def _method_notes() -> list[str]:
     ]
 
 
+def compatibility_section(out_dir: Path, link: Path) -> list[str]:
+    """Table 3's compatibility statistics, one row per cell and head layer, from the files that
+    scripts/compatibility_maps.py writes to out_dir/table3_compatibility/ (nothing when there are none)."""
+    files = sorted((out_dir / "table3_compatibility").glob("*.json"))
+    if not files:
+        return []
+    lines = [
+        "### A's static head against the heads B(G) generates, user by user", "",
+        "Per user, `scripts/compatibility_maps.py` compares A's static head W_A with the head W_i that B(G) "
+        "generates: their relative distance, the entropy gap E(W_i) - E(W_A), the soft map V(generated) averaged "
+        "over the layer's positions, and the share of positions hard splicing takes from W_i (median or mean, "
+        "with the 5% and 95% quantiles over users). With two models the parameter-free f_L is sigmoid(|W_i - W_A|), "
+        "which stays near 1/2 wherever the two weights differ by much less than 1, so it hardly tells positions "
+        "apart; the split is then set by the global term, one number per user and layer from the entropy gap "
+        "(f_G favours the higher-entropy tensor). A soft map that is nearly constant makes CKI soft a fixed blend "
+        "close to parameter averaging, and a negative entropy gap makes CKI hard keep A's tensor.", "",
+        "| cell | split | layer | users | distance / norm of W_A | entropy gap | soft V(generated) | hard: share from "
+        "W_i | file |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def spread(stat: dict, centre: str) -> str:
+        q = stat["quantiles"]
+        value = stat["mean"] if centre == "mean" else q["0.5"]
+        return f"{value:.4f} [{q['0.05']:.4f}, {q['0.95']:.4f}]"
+
+    for path in files:
+        record = json.loads(path.read_text())
+        cell = path.stem.rsplit("_", 1)[0]
+        for layer, stats in record["layers"].items():
+            lines.append(f"| {cell} | {record['split']} | {layer} | {record['users']} | "
+                         f"{spread(stats['relative_distance'], 'median')} | {spread(stats['entropy_gap'], 'median')} | "
+                         f"{spread(stats['soft_share'], 'mean')} | {stats['hard_share']['mean']:.4f} | "
+                         f"[json]({link / 'table3_compatibility' / path.name}), "
+                         f"[png]({link / 'table3_compatibility' / path.with_suffix('.png').name}) |")
+    return [*lines, "", "Distance and entropy gap: median [5%, 95%]; soft map: mean [5%, 95%]; hard: mean.", ""]
+
+
 def render(out_dir: str | Path, report: str | Path) -> Path:
     """Write `report` (Markdown) and one PNG chart per table into out_dir from what out_dir holds."""
     out_dir, report = Path(out_dir), Path(report)
@@ -288,6 +326,6 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
                      *wins_and_losses(tests), ""]
             if name == "table3":
                 text += ["### The issue's target: CKI above A, B(G), averaging and ensemble, p < 0.05 (both tests)", "",
-                         *target_check(tests), ""]
+                         *target_check(tests), "", *compatibility_section(out_dir, link)]
     atomic_write(report, lambda tmp: tmp.write_text("\n".join(text).rstrip() + "\n"))
     return report

@@ -26,12 +26,21 @@ PAPER_SETTING = [
 ]
 
 
+def canonical_path(path: str) -> str:
+    """One spelling of a path: relative to the repository when inside it, else absolute."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
 def config_key(cfg: RunConfig) -> str:
-    """A short stable hash of everything that defines a run except where it is written."""
+    """A short stable hash of everything that defines a run except where it is written (a run it starts
+    from counts by its canonical path, so a relative and an absolute --root give the same key)."""
     values = cfg.to_dict()
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
+    if values["train"].get("init_from"):
+        values["train"]["init_from"] = canonical_path(values["train"]["init_from"])
     return payload_key(values)
 
 
