@@ -2,9 +2,10 @@
 
 For every user of one split (the history evaluation reads), model B(G) generates a head and online CKI
 compares it with model A's static head, layer by layer: the relative distance ||W_i - W_A|| / ||W_A||, the
-entropy gap E(W_i) - E(W_A), the soft map V(generated) averaged over the layer's positions, and whether hard
-splicing takes the generated tensor. Reads the cached pair only (run `dynrec reproduce table3` first); writes
-quantiles and histograms to <out>.json and a figure to <out>.png.
+entropy gap E(W_i) - E(W_A), the soft map V(generated) averaged over the layer's positions and its spread
+(standard deviation) across them, and whether hard splicing takes the generated tensor. Reads the cached
+pair only (run `dynrec reproduce table3` first); writes quantiles and histograms to <out>.json and a figure
+to <out>.png.
 
     python scripts/compatibility_maps.py --dataset ml-1m --backbone sasrec --seed 0 [--split valid]
 """
@@ -32,7 +33,7 @@ from dynrec.models.base import DotProductRecommender
 
 ROOT = Path(__file__).resolve().parent.parent
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-STATS = ("relative_distance", "entropy_gap", "soft_share", "hard_share")
+STATS = ("relative_distance", "entropy_gap", "soft_share", "soft_spread", "hard_share")
 
 
 def per_user(model: torch.nn.Module, seqs: torch.Tensor, batch: int) -> dict[str, list[np.ndarray]]:
@@ -46,10 +47,12 @@ def per_user(model: torch.nn.Module, seqs: torch.Tensor, batch: int) -> dict[str
             generated = model.generate(chunk, features)
             pairs = [(static, dense(weight)) for (static, _), (weight, _) in
                      zip(model.backbone.head.static_weights(), generated, strict=True)]
+            soft_maps = soft.splice(generated)[1]
             values = {
                 "relative_distance": [(g - s).flatten(1).norm(dim=1) / s.norm() for s, g in pairs],
                 "entropy_gap": [gap.flatten() for gap in entropy_gaps(pairs)],
-                "soft_share": [m.flatten(1).mean(1) for m in soft.splice(generated)[1]],
+                "soft_share": [m.flatten(1).mean(1) for m in soft_maps],
+                "soft_spread": [m.flatten(1).std(1) for m in soft_maps],  # across the layer's positions
                 "hard_share": [m.flatten(1).mean(1) for m in hard.splice(generated)[1]],
             }
             for name, layers in values.items():

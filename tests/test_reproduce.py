@@ -247,16 +247,17 @@ def test_report_cells_and_empty_test_tables():
 def test_compatibility_rows_come_from_the_files_with_matching_columns(tmp_path):
     assert report.compatibility_section(tmp_path, Path(".")) == []  # no files, no section
     stat = {"mean": 0.25, "quantiles": {"0.05": 0.1, "0.25": 0.2, "0.5": 0.3, "0.75": 0.4, "0.95": 0.5}}
-    layers = {"layer0": {name: stat for name in ("relative_distance", "entropy_gap", "soft_share", "hard_share")}}
+    layers = {"layer0": {name: stat for name in ("relative_distance", "entropy_gap", "soft_share", "soft_spread",
+                                                 "hard_share")}}
     (tmp_path / "table3_compatibility").mkdir()
     write_json(tmp_path / "table3_compatibility" / "d-b-s0_valid.json", {"split": "valid", "users": 7,
                                                                          "layers": layers})
     lines = report.compatibility_section(tmp_path, Path("."))
     header = next(i for i, line in enumerate(lines) if line.startswith("| cell"))
     head, separator, row = lines[header : header + 3]
-    assert head.count("|") == separator.count("|") == row.count("|") == 10
+    assert head.count("|") == separator.count("|") == row.count("|") == 11
     assert row.startswith("| d-b-s0 | valid | layer0 | 7 | 0.3000 [0.1000, 0.5000] | 0.3000 [0.1000, 0.5000] | "
-                          "0.2500 [0.1000, 0.5000] | 0.2500 |")
+                          "0.2500 [0.1000, 0.5000] | 0.3000 [0.1000, 0.5000] | 0.2500 |")
 
 
 def test_compatibility_statistics_of_a_generator_that_returns_the_static_head():
@@ -276,4 +277,5 @@ def test_compatibility_statistics_of_a_generator_that_returns_the_static_head():
     for index in range(layers):
         assert np.allclose(stats["relative_distance"][index], 0) and np.allclose(stats["entropy_gap"][index], 0)
         assert np.allclose(stats["soft_share"][index], 0.5)  # equal weights: an even split everywhere
+        assert np.allclose(stats["soft_spread"][index], 0)
         assert np.allclose(stats["hard_share"][index], 0)  # ties go to the larger value: none is larger

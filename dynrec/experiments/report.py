@@ -265,15 +265,16 @@ def compatibility_section(out_dir: Path, link: Path) -> list[str]:
         "### A's static head against the heads B(G) generates, user by user", "",
         "Per user, `scripts/compatibility_maps.py` compares A's static head W_A with the head W_i that B(G) "
         "generates: their relative distance, the entropy gap E(W_i) - E(W_A), the soft map V(generated) averaged "
-        "over the layer's positions, and the share of positions hard splicing takes from W_i (median or mean, "
+        "over the layer's positions and its standard deviation across them, and the share of positions hard "
+        "splicing takes from W_i (median or mean, "
         "with the 5% and 95% quantiles over users). With two models the parameter-free f_L is sigmoid(|W_i - W_A|), "
         "which stays near 1/2 wherever the two weights differ by much less than 1, so it hardly tells positions "
         "apart; the split is then set by the global term, one number per user and layer from the entropy gap "
         "(f_G favours the higher-entropy tensor). A soft map that is nearly constant makes CKI soft a fixed blend "
         "close to parameter averaging, and a negative entropy gap makes CKI hard keep A's tensor.", "",
-        "| cell | split | layer | users | distance / norm of W_A | entropy gap | soft V(generated) | hard: share from "
-        "W_i | file |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cell | split | layer | users | distance / norm of W_A | entropy gap | soft V(generated) | its spread over "
+        "positions | hard: share from W_i | file |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def spread(stat: dict, centre: str) -> str:
@@ -287,10 +288,12 @@ def compatibility_section(out_dir: Path, link: Path) -> list[str]:
         for layer, stats in record["layers"].items():
             lines.append(f"| {cell} | {record['split']} | {layer} | {record['users']} | "
                          f"{spread(stats['relative_distance'], 'median')} | {spread(stats['entropy_gap'], 'median')} | "
-                         f"{spread(stats['soft_share'], 'mean')} | {stats['hard_share']['mean']:.4f} | "
+                         f"{spread(stats['soft_share'], 'mean')} | {spread(stats['soft_spread'], 'median')} | "
+                         f"{stats['hard_share']['mean']:.4f} | "
                          f"[json]({link / 'table3_compatibility' / path.name}), "
                          f"[png]({link / 'table3_compatibility' / path.with_suffix('.png').name}) |")
-    return [*lines, "", "Distance and entropy gap: median [5%, 95%]; soft map: mean [5%, 95%]; hard: mean.", ""]
+    return [*lines, "", "Distance, entropy gap and spread: median [5%, 95%] over users; soft map: mean [5%, 95%]; "
+            "hard: mean.", ""]
 
 
 def render(out_dir: str | Path, report: str | Path) -> Path:
