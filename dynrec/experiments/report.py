@@ -27,6 +27,16 @@ QUICK_BANNER = ("> **QUICK SMOKE RUN: these numbers are not results.** A tiny bu
                 "that only checks the pipeline end to end.")
 NOT_RUN = "not run yet"
 TABLE_NOTES = {  # why a table is built the way it is: figures measured with an earlier build, not in these CSVs
+    "table1": (
+        "Model B is the static run of seed s + 100, so it starts from its own random initialisation as well as its "
+        "own data order. A network's hidden units can be permuted without changing what it computes, and two "
+        "trainings from different starts settle in different permutations, so merging them position by position "
+        "mixes units that play different roles: weight-space merges (averaging, CKI, TIES, DARE, magnitude) can "
+        "then fall far below both models; the output ensemble, which never mixes weights, is not exposed to this. "
+        "The paper does not say whether its models B shared model A's initialisation. Building B from A's initial "
+        "weights with other data order and dropout (the regime in which weight averaging is known to work) is not "
+        "done yet."
+    ),
     "table3": (
         "Model B(G) is trained on model A's frozen backbone and every fusion row merges heads online, so the static "
         "head and each generated head read the same encoder output. The first build trained B(G) jointly from "
