@@ -63,7 +63,12 @@ def benchmark_lines() -> list[str]:
             f"{r['epochs']} |",
             f"| dynrec SASRec | {d['ndcg@10']:.4f} | {d['hr@10']:.4f} | {d['seconds_per_epoch']:.2f} | {d['epochs']} |",
             "",
-            f"RecBole's seconds per epoch / dynrec's: **{peer['ratio_seconds_per_epoch']:.1f}x**.",
+            f"RecBole's seconds per epoch / dynrec's: **{peer['ratio_seconds_per_epoch']:.1f}x**. NDCG@10, dynrec - "
+            f"RecBole: **{peer['ndcg_delta']:+.4f}** (dynrec {'at or above' if peer['ndcg_delta'] >= 0 else 'below'} "
+            f"RecBole). An epoch of dynrec's sequence mode trains on {d['training_targets_per_epoch']:,} targets "
+            f"(each user's last {peer['shared_settings']['max_len']} training items), RecBole's on "
+            f"{r['training_targets_per_epoch']:,} (every training prefix): dynrec never trains on a longer "
+            "history's older targets.",
         ]
     speed = _load(ROOT / "benchmarks/results/eval_speed.json")
     if speed is not None:
