@@ -25,8 +25,7 @@ import torch
 from dynrec.checkpoint import atomic_write, write_json
 from dynrec.data.batching import history
 from dynrec.experiments.tables import TABLES, Context, open_pair
-from dynrec.fusion import OnlineCKI
-from dynrec.fusion.online import entropy_gaps
+from dynrec.fusion.online import entropy_gaps, splice_per_sample
 from dynrec.fusion.online_merge import dense
 from dynrec.machine import machine_info
 from dynrec.models.base import DotProductRecommender
@@ -37,30 +36,26 @@ STATS = ("relative_distance", "entropy_gap", "soft_share", "soft_spread", "hard_
 
 
 def per_user(model: torch.nn.Module, seqs: torch.Tensor, batch: int) -> dict[str, list[np.ndarray]]:
-    """Each statistic per head layer, one value per user (batched over users)."""
-    soft, hard = OnlineCKI(model).eval(), OnlineCKI(model, hard=True).eval()
-    out: dict[str, list[list[torch.Tensor]]] = {name: [] for name in STATS}
+    """Each statistic per head layer, one value per user (batched over users; one entropy pass per batch)."""
+    dot_product = isinstance(model.backbone, DotProductRecommender)
+    batches = []
     with torch.inference_mode():
         for chunk in torch.split(seqs, batch):
-            dot_product = isinstance(model.backbone, DotProductRecommender)
-            features = model.backbone.last_features(chunk) if dot_product else None
-            generated = model.generate(chunk, features)
+            generated = model.generate(chunk, model.backbone.last_features(chunk) if dot_product else None)
             pairs = [(static, dense(weight)) for (static, _), (weight, _) in
                      zip(model.backbone.head.static_weights(), generated, strict=True)]
-            soft_maps = soft.splice(generated)[1]
-            values = {
+            gaps = entropy_gaps(pairs)
+            soft = [splice_per_sample(s, g, gap=gap)[1] for (s, g), gap in zip(pairs, gaps, strict=True)]
+            hard = [splice_per_sample(s, g, hard=True, gap=gap)[1] for (s, g), gap in zip(pairs, gaps, strict=True)]
+            batches.append({
                 "relative_distance": [(g - s).flatten(1).norm(dim=1) / s.norm() for s, g in pairs],
-                "entropy_gap": [gap.flatten() for gap in entropy_gaps(pairs)],
-                "soft_share": [m.flatten(1).mean(1) for m in soft_maps],
-                "soft_spread": [m.flatten(1).std(1) for m in soft_maps],  # across the layer's positions
-                "hard_share": [m.flatten(1).mean(1) for m in hard.splice(generated)[1]],
-            }
-            for name, layers in values.items():
-                if not out[name]:
-                    out[name] = [[] for _ in layers]
-                for store, value in zip(out[name], layers, strict=True):
-                    store.append(value)
-    return {name: [torch.cat(parts).numpy() for parts in layers] for name, layers in out.items()}
+                "entropy_gap": [gap.flatten() for gap in gaps],
+                "soft_share": [m.flatten(1).mean(1) for m in soft],
+                "soft_spread": [m.flatten(1).std(1) for m in soft],  # across the layer's positions
+                "hard_share": [m.flatten(1).mean(1) for m in hard],
+            })
+    return {name: [torch.cat(parts).numpy() for parts in zip(*(b[name] for b in batches), strict=True)]
+            for name in STATS}
 
 
 def summary(values: np.ndarray) -> dict:

@@ -72,7 +72,8 @@ def splice_per_sample(
     global_ = global_ or fixed_global
     g_static, g_generated = global_(-gap), global_(gap)  # (B, 1, 1)
     # V(generated) - V(static) = g1 (1 - exp(-g1 v1)) - g0 (1 - exp(-g0 v0)): few passes, no broadcast addcmul
-    if torch.is_grad_enabled():
+    differentiable = torch.is_grad_enabled()
+    if differentiable:
         lead = g_static * torch.exp(v_static * -g_static) - g_generated * torch.exp(v_generated * -g_generated)
         lead = lead + (g_generated - g_static)  # (B, in, out)
     else:  # the same arithmetic in place: on CPU a fresh (B, in, out) temporary costs more than the math on it
@@ -81,7 +82,7 @@ def splice_per_sample(
     if hard:  # ties go to the larger weight, as in offline hard splicing
         take = (lead > 0) | ((lead == 0) & (generated > static))
         return torch.where(take, generated, static), take.to(generated.dtype)
-    share = torch.sigmoid(lead) if torch.is_grad_enabled() else lead.sigmoid_()  # the two-model softmax
+    share = torch.sigmoid(lead) if differentiable else lead.sigmoid_()  # the two-model softmax
     return torch.addcmul(static, share, delta), share  # W0 + V (W_i - W0)
 
 
