@@ -12,9 +12,10 @@ dynrec's own `evaluate` (full ranking; earlier items excluded except the target;
 target). RecBole's own test numbers are kept as a cross-check: its sequential full ranking does not
 exclude earlier items, so they are lower; `adapter_without_exclusion` counts that way through the adapter
 and should equal them. Seconds per epoch time the training pass only (no validation) on both sides, in
-the same process, on the same device and threads. An epoch is each library's own: RecBole trains on every
-training prefix (~97k targets, 760 batches), dynrec's sequence mode on each user's last 50 training
-targets in one pass per user (~39k targets, 8 batches); `ratio_seconds_per_training_target` normalises.
+the same process, on the same device and threads. Both train on every training target once per epoch
+(97,171): RecBole as one row per training prefix (760 batches of 128 prefixes), dynrec's sequence mode
+with `train.cover=all` as consecutive windows of 50 targets scored in one pass each (2,412 windows, 19
+batches of 128 windows); `ratio_seconds_per_training_target` normalises what is left.
 
     python benchmarks/recbole_peer.py                 # the full benchmark (early stopping, <= 200 epochs)
     python benchmarks/recbole_peer.py --quick         # smoke test: one epoch each, writes to runs/
@@ -68,7 +69,8 @@ from dynrec.data.batching import history, window_training_samples
 from dynrec.data.preprocess import SequenceData, load_dataset
 from dynrec.evaluate import evaluate, public, rank_metrics
 from dynrec.machine import machine_info
-from dynrec.train import log, train
+from dynrec.models.base import training_positions
+from dynrec.train import log, train, training_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "runs" / "recbole_peer"
@@ -407,7 +409,9 @@ def run_dynrec(args: argparse.Namespace, data: SequenceData, state_dir: Path) ->
     cfg = load_config(DYNREC_CONFIG, [
         f"model.max_len={MAX_LEN}", f"train.epochs={args.epochs}", f"train.patience={args.patience}",
         f"train.seed={args.seed}", f"train.device={args.device}", "eval.protocols=[full]", f"out_dir={out_dir}",
+        "train.cover=all",  # every training target once per epoch, as RecBole's one row per prefix
     ])
+    inputs, targets = training_tensors(cfg, data)
     result = train(cfg, data=data, resume=True, progress=False)
     model, _, _ = load_checkpoint(out_dir, device=args.device)
     metrics = test_metrics(model, data)
@@ -419,8 +423,9 @@ def run_dynrec(args: argparse.Namespace, data: SequenceData, state_dir: Path) ->
         "epochs": result["epochs"],
         "best_epoch": result["selection"]["best_epoch"],
         "train_seconds": result["train_seconds"],
-        "training_targets_per_epoch": int(np.minimum(data.split_end("train") - data.offsets[:-1] - 1, MAX_LEN).sum()),
-        "batches_per_epoch": -(-data.n_users // cfg.train.batch_size),
+        "training_targets_per_epoch": int(training_positions(inputs, targets).sum()),
+        "training_rows_per_epoch": len(inputs),
+        "batches_per_epoch": -(-len(inputs) // cfg.train.batch_size),
         "n_parameters": result["n_parameters"],
         "config": str(DYNREC_CONFIG.relative_to(ROOT)),
     }
@@ -518,6 +523,7 @@ def main() -> None:
                     "both models scored by dynrec.evaluate",
         "shared_settings": {"hidden_size": 64, "num_layers": 2, "num_heads": 1, "ffn_size": 64, "dropout": 0.2,
                             "max_len": MAX_LEN, "loss": "softmax CE over all items", "batch_size": 128,
+                            "training_targets": "every training target once per epoch",
                             "lr": 1e-3, "grad_clip": 5.0, "epochs_cap": args.epochs, "patience": args.patience,
                             "select": "valid full ndcg@10", "seed": args.seed, "device": args.device},
         "quick": args.quick,

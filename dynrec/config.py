@@ -46,6 +46,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     mode: str = "sequence"  # sequence: every position of a user's sequence in one pass; window: a sample per item
+    cover: str = "last"  # sequence mode: last: each user's last max_len targets (the reference SASRec loop)
+    # | all: the whole training history, cut into windows of max_len targets (every target once per epoch)
     loss: str = "ce"  # ce: softmax over all items (strong); bce: k sampled negatives (the paper's setting)
     num_negatives: int = 4  # negatives per positive for bce
     batch_size: int = 128  # users (sequence mode) or samples (window mode) per step

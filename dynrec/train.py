@@ -72,7 +72,7 @@ def training_tensors(cfg: RunConfig, data: SequenceData) -> tuple[torch.Tensor, 
     if cfg.train.mode == "sequence":
         if cfg.model.name == "din":
             raise ConfigError("train.mode: DIN scores one target per history; use mode: window")
-        rows = torch.from_numpy(sequence_training_rows(data, cfg.model.max_len))
+        rows = torch.from_numpy(sequence_training_rows(data, cfg.model.max_len, cfg.train.cover))
         return rows[:, :-1], rows[:, 1:]
     if cfg.train.mode == "window":
         hist, target = window_training_samples(data, cfg.model.max_len)
@@ -86,6 +86,8 @@ def _check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.batching: unknown batching {t.batching!r} (expected length or random)")
     if t.loss_scale not in ("batch", "uniform"):
         raise ConfigError(f"train.loss_scale: unknown scale {t.loss_scale!r} (expected batch or uniform)")
+    if t.cover not in ("last", "all"):
+        raise ConfigError(f"train.cover: unknown cover {t.cover!r} (expected last or all)")
     if t.loss not in ("ce", "bce"):
         raise ConfigError(f"train.loss: unknown loss {t.loss!r} (expected ce or bce)")
     if t.select_protocol not in PROTOCOLS:

@@ -13,6 +13,9 @@ def test_config_key_ignores_placement_but_not_content():
     b = load_config(None, ["out_dir=y", "train.threads=1"])
     c = load_config(None, ["train.seed=1"])
     assert runner.config_key(a) == runner.config_key(b) != runner.config_key(c)
+    # a key added later counts only when set away from its default, so earlier runs keep their keys
+    assert runner.config_key(load_config(None, ["train.cover=last"])) == runner.config_key(b)
+    assert runner.config_key(load_config(None, ["train.cover=all"])) != runner.config_key(b)
 
 
 def test_config_key_of_a_run_started_from_another_ignores_how_its_path_is_spelled(tmp_path, monkeypatch):

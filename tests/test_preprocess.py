@@ -179,6 +179,8 @@ def test_leave_one_out_split(tmp_path):
     # training data excludes both targets
     np.testing.assert_array_equal(history(data, "train", 4), [[0, 5, 3, 8], [0, 0, 0, 4], [0, 0, 0, 1]])
     np.testing.assert_array_equal(sequence_training_rows(data, 3), [[0, 5, 3, 8], [0, 0, 0, 4], [0, 0, 0, 1]])
+    # cover="all": user 1's two targets need two windows of one target, overlapping by one item
+    np.testing.assert_array_equal(sequence_training_rows(data, 1, "all"), [[3, 8], [5, 3], [0, 4], [0, 1]])
     hist, targets = window_training_samples(data, 2)
     np.testing.assert_array_equal(hist, [[0, 5], [5, 3]])
     np.testing.assert_array_equal(targets, [3, 8])
@@ -187,6 +189,26 @@ def test_leave_one_out_split(tmp_path):
 
 
 # --- registry and real datasets ---
+
+
+def test_covering_the_whole_history_trains_every_target_once_with_its_own_recent_items(tmp_path):
+    rng = np.random.default_rng(3)
+    lines = [" ".join(map(str, [u, *rng.integers(1, 60, size=n)])) for u, n in enumerate(rng.integers(3, 40, 30))]
+    data = build_sequences(read_interactions(write(tmp_path / "c.txt", "\n".join(lines) + "\n")), "cover")
+    bounds = list(zip(data.offsets[:-1], data.split_end("train"), strict=True))
+    expected = sorted(np.concatenate([data.items[s + 1 : e] for s, e in bounds]).tolist())
+    for length in (1, 4, 7, 50):
+        rows = sequence_training_rows(data, length, "all")
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        assert sorted(targets[inputs > 0].tolist()) == expected  # every target once, each after an item
+        for row in rows:  # each row is a run of consecutive training items, left-padded
+            kept = row[row > 0]
+            assert (row[: len(row) - len(kept)] == 0).all()
+            assert any(np.array_equal(data.items[p : p + len(kept)], kept)
+                       for s, e in bounds for p in range(s, e - len(kept) + 1))
+        per_user = np.maximum(-(-(data.split_end("train") - data.offsets[:-1] - 1) // length), 1)
+        newest = np.cumsum(per_user) - per_user  # each user's first row is the one "last" trains on
+        np.testing.assert_array_equal(rows[newest], sequence_training_rows(data, length))
 
 
 def test_unregistered_missing_name_is_an_error():

@@ -22,9 +22,20 @@ def history(data: SequenceData, split: str, length: int, users: np.ndarray | Non
     return windows(data.items, data.offsets[users], data.split_end(split)[users], length)
 
 
-def sequence_training_rows(data: SequenceData, length: int) -> np.ndarray:
-    """(U, length + 1) each user's last length+1 training items: inputs [:, :-1], next-item targets [:, 1:]."""
-    return history(data, "train", length + 1)
+def sequence_training_rows(data: SequenceData, length: int, cover: str = "last") -> np.ndarray:
+    """(R, length + 1) rows of training items: inputs [:, :-1], next-item targets [:, 1:]. cover "last": one
+    row per user, its last length+1 items (the reference SASRec loop; older targets are never trained on);
+    "all": consecutive windows overlapping by one item, so every training target is predicted exactly once."""
+    if cover == "last":
+        return history(data, "train", length + 1)
+    if cover != "all":
+        raise ValueError(f"cover: unknown value {cover!r} (expected last or all)")
+    starts = data.offsets[:-1]
+    ends = data.split_end("train")
+    counts = np.maximum(-(-(ends - starts - 1) // length), 1)  # windows per user (at least one, as in "last")
+    owner = np.repeat(np.arange(data.n_users), counts)
+    back = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0 = the most recent window
+    return windows(data.items, starts[owner], ends[owner] - back * length, length + 1)
 
 
 def window_training_samples(data: SequenceData, window: int) -> tuple[np.ndarray, np.ndarray]:

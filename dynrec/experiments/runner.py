@@ -39,6 +39,8 @@ def config_key(cfg: RunConfig) -> str:
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
+    if values["train"]["cover"] == "last":  # added later: runs made before it keep their keys
+        values["train"].pop("cover")
     if values["train"].get("init_from"):
         values["train"]["init_from"] = canonical_path(values["train"]["init_from"])
     return payload_key(values)
