@@ -68,6 +68,7 @@ from dynrec.config import load_config
 from dynrec.data.batching import history, window_training_samples
 from dynrec.data.preprocess import SequenceData, load_dataset
 from dynrec.evaluate import evaluate, public, rank_metrics
+from dynrec.experiments.stats import paired_bootstrap, paired_t_test
 from dynrec.machine import machine_info
 from dynrec.models.base import training_positions
 from dynrec.train import log, train, training_tensors
@@ -76,6 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "runs" / "recbole_peer"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "recbole_peer.json"
 QUICK_OUT = RUN_DIR / "quick.json"
+PER_USER = "_per_user_ndcg@10"  # a side's per-user test NDCG@10, for the paired tests; not written out
 SETTINGS = "settings.json"  # in a state dir: the settings its saved state was made with
 RECBOLE_STATE = "recbole_state.pt"  # in a state dir: RecBole's training state after its last finished epoch
 DYNREC_CONFIG = ROOT / "configs" / "ml-100k" / "sasrec.yaml"
@@ -434,10 +436,12 @@ def run_dynrec(args: argparse.Namespace, data: SequenceData, state_dir: Path) ->
 # --------------------------------------------------------------------------- both
 
 
-def test_metrics(scorer: object, data: SequenceData) -> dict[str, float]:
-    """Test NDCG@10 and HR@10 by dynrec's full-ranking evaluation, the same call for both models."""
-    full = public(evaluate(scorer, data, "test", ["full"], KS))["full"]
-    return {"ndcg@10": full["ndcg@10"], "hr@10": full["hr@10"]}
+def test_metrics(scorer: object, data: SequenceData) -> dict:
+    """Test NDCG@10 and HR@10 by dynrec's full-ranking evaluation, the same call for both models, and (under
+    PER_USER, taken out before the JSON is written) each user's NDCG@10 for the paired tests."""
+    results = evaluate(scorer, data, "test", ["full"], KS)
+    full = public(results)["full"]
+    return {"ndcg@10": full["ndcg@10"], "hr@10": full["hr@10"], PER_USER: results["_per_user"]["full"]["ndcg@10"]}
 
 
 def unexcluded_test_metrics(scorer: RecBoleScorer, data: SequenceData) -> dict[str, float]:
@@ -513,6 +517,7 @@ def main() -> None:
         f"{recbole_side['recbole_own_test'].get('ndcg@10')}, the adapter without exclusion: "
         f"{recbole_side['adapter_without_exclusion']['ndcg@10']}) in {recbole_side['epochs']} epochs, "
         f"{recbole_side['seconds_per_epoch']} s/epoch")
+    differences = dynrec_side.pop(PER_USER) - recbole_side.pop(PER_USER)
     result = {
         "command": command,
         "dataset": data.stats(),
@@ -534,6 +539,9 @@ def main() -> None:
             recbole_side["train_seconds"] / recbole_side["epochs"] / recbole_side["training_targets_per_epoch"]
             / (dynrec_side["train_seconds"] / dynrec_side["epochs"] / dynrec_side["training_targets_per_epoch"]), 2),
         "ndcg_delta": round(dynrec_side["ndcg@10"] - recbole_side["ndcg@10"], 6),
+        "ndcg_delta_p_value": {"paired_bootstrap": round(paired_bootstrap(differences), 4),
+                               "paired_t_test": round(paired_t_test(differences), 4),
+                               "users": len(differences)},
         "machine": machine_info(),
     }
     write_json(out, result)

@@ -51,7 +51,7 @@ def benchmark_lines() -> list[str]:
     lines = []
     peer = _load(ROOT / "benchmarks/results/recbole_peer.json")
     if peer is not None:
-        r, d = peer["recbole"], peer["dynrec"]
+        r, d, p = peer["recbole"], peer["dynrec"], peer["ndcg_delta_p_value"]
         lines += [
             "",
             "RecBole peer (ml-100k, same leave-one-out split, same sizes, both scored by dynrec's full ranking; "
@@ -65,10 +65,11 @@ def benchmark_lines() -> list[str]:
             "",
             f"RecBole's seconds per epoch / dynrec's: **{peer['ratio_seconds_per_epoch']:.1f}x**. NDCG@10, dynrec - "
             f"RecBole: **{peer['ndcg_delta']:+.4f}** (dynrec {'at or above' if peer['ndcg_delta'] >= 0 else 'below'} "
-            f"RecBole). An epoch of dynrec's sequence mode trains on {d['training_targets_per_epoch']:,} targets "
-            f"(each user's last {peer['shared_settings']['max_len']} training items), RecBole's on "
-            f"{r['training_targets_per_epoch']:,} (every training prefix): dynrec never trains on a longer "
-            "history's older targets.",
+            f"RecBole; paired over {p['users']:,} test users, bootstrap p = {p['paired_bootstrap']:.2f}, "
+            f"t-test p = {p['paired_t_test']:.2f}). Both train on every training target once per epoch "
+            f"({d['training_targets_per_epoch']:,}): RecBole as one row per prefix ({r['batches_per_epoch']} "
+            f"batches), dynrec as {d['training_rows_per_epoch']:,} windows of up to "
+            f"{peer['shared_settings']['max_len']} targets ({d['batches_per_epoch']} batches).",
         ]
     speed = _load(ROOT / "benchmarks/results/eval_speed.json")
     if speed is not None:
