@@ -3,13 +3,19 @@
 Online: a dynamic SASRec in the DUET/CKI paper setting (3,416 items, window 10, hidden 32, head [32], GRU
 generator, full form) and the same model wrapped in OnlineCKI (soft and hard), scoring all items for a
 batch of 256 requests (throughput) and of 1 request (latency). Variants are timed in one process,
-interleaved round by round, and medians compared, so a busy neighbour process moves them alike.
+interleaved round by round in a rotating order, so a busy neighbour process moves them alike. A ratio is
+the median over rounds of that round's ratio (each round times the dynamic model and both CKI variants
+within a few milliseconds of each other, so drifts of the machine's speed cancel); `ratio_of_medians`
+gives the ratio of the median times as well.
 Offline: two ML-1M-sized SASRec checkpoints (3,417 x 64 item embeddings, 2 blocks, hidden 64, history 200,
 head [64]; random weights, or the trained checkpoints given with --checkpoints) fused by every method, over
 the head and over every tensor; only the fusion itself is timed (reading and writing files are not).
 Breakdown: the online layer's parts at batch 256, and single elementwise passes over one layer's weights.
 
-    python benchmarks/cki_cost.py [--rounds 15] [--checkpoints A B] [--out benchmarks/results/cki_cost.json]
+With --repeats R the online measurement runs R times in a row and `online_repeats` keeps every repeat's
+ratios with their spread: on a shared VM one run's ratio can move by 0.2 from the next one's.
+
+    python benchmarks/cki_cost.py [--rounds 15] [--repeats 1] [--checkpoints A B] [--out ...cki_cost.json]
 """
 
 from __future__ import annotations
@@ -52,9 +58,11 @@ def online(rounds: int) -> dict:
     g = torch.Generator().manual_seed(1)
     requests = {b: torch.randint(1, N_ITEMS + 1, (b, WINDOW), generator=g) for b in (1, 256)}
     times: dict[str, dict[int, list[float]]] = {name: {1: [], 256: []} for name in models}
+    names = list(models)
     with torch.inference_mode():
         for index in range(rounds + 2):  # two warm-up rounds
-            for name, model in models.items():
+            for name in names[index % 3 :] + names[: index % 3]:  # each variant first, second and third in turn
+                model = models[name]
                 t_256 = _timer(lambda m=model: m.score_all(requests[256]))
                 t_1 = min(_timer(lambda m=model: m.score_all(requests[1])) for _ in range(5))
                 if index >= 2:
@@ -65,10 +73,26 @@ def online(rounds: int) -> dict:
         b256, b1 = statistics.median(series[256]), statistics.median(series[1])
         report[name] = {"b256_ms": round(1000 * b256, 3), "b256_requests_per_s": round(256 / b256, 1),
                         "b1_ms": round(1000 * b1, 3)}
+    base = times["dynamic"]
     for name in ("online_cki_soft", "online_cki_hard"):
-        report[name]["throughput_vs_dynamic"] = round(report[name]["b256_requests_per_s"]
-                                                      / report["dynamic"]["b256_requests_per_s"], 3)
-        report[name]["latency_vs_dynamic"] = round(report[name]["b1_ms"] / report["dynamic"]["b1_ms"], 3)
+        mine = times[name]
+        report[name]["throughput_vs_dynamic"] = round(statistics.median(
+            d / c for d, c in zip(base[256], mine[256], strict=True)), 3)
+        report[name]["latency_vs_dynamic"] = round(statistics.median(
+            c / d for d, c in zip(base[1], mine[1], strict=True)), 3)
+        report[name]["ratio_of_medians"] = {
+            "throughput": round(report["dynamic"]["b256_ms"] / report[name]["b256_ms"], 3),
+            "latency": round(report[name]["b1_ms"] / report["dynamic"]["b1_ms"], 3)}
+    return report
+
+
+def spread(repeats: list[dict]) -> dict:
+    """Each CKI variant's ratios over the repeats (in the order soft throughput sorts them), with min and max."""
+    report: dict = {"repeats": len(repeats)}
+    for name in ("online_cki_soft", "online_cki_hard"):
+        for ratio in ("throughput_vs_dynamic", "latency_vs_dynamic"):
+            values = [r[name][ratio] for r in repeats]
+            report[f"{name}_{ratio}"] = {"each": values, "min": min(values), "max": max(values)}
     return report
 
 
@@ -87,8 +111,8 @@ def breakdown(rounds: int) -> dict:
                  zip(model.backbone.head.static_weights(), generated, strict=True)]
         gaps = entropy_gaps(pairs)
         layer = pairs[0][1]
-        per_row = layer[0].numel()  # bin indices laid out as the histogram makes them: row r uses r*10 .. r*10 + 9
-        codes = (torch.arange(layer.numel()) // per_row * 10 + torch.randint(0, 10, (layer.numel(),))).int()
+        bins = torch.randint(0, 10, (len(layer), layer[0].numel()))  # one row of bin indices per sample
+        ones = torch.ones((), dtype=torch.int32).expand(bins.shape)
         parts: dict[str, Callable[[], object]] = {
             "generate_head_weights": lambda: model.generate(seq, model.backbone.last_features(seq)),
             "entropy_gaps_all_layers": lambda: entropy_gaps(pairs),
@@ -99,7 +123,8 @@ def breakdown(rounds: int) -> dict:
             "one_exp_pass": lambda: torch.exp(layer),
             "one_sigmoid_pass": lambda: torch.sigmoid(layer),
             "one_mul_pass": lambda: layer * layer,
-            "one_bincount_pass": lambda: torch.bincount(codes, minlength=10 * len(layer)),
+            "one_histogram_count_pass": lambda: torch.zeros(len(layer), 10, dtype=torch.int32).scatter_add_(
+                1, bins, ones),
         }
         times: dict[str, list[float]] = {name: [] for name in parts}
         for index in range(rounds + 2):
@@ -137,7 +162,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--checkpoints", nargs="+", help="trained checkpoints to fuse offline (default: random)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/cki_cost.json"))
+    parser.add_argument("--repeats", type=int, default=1, help="online measurements in a row (their spread)")
     args = parser.parse_args()
+    repeats = sorted((online(args.rounds) for _ in range(args.repeats)),
+                     key=lambda r: r["online_cki_soft"]["throughput_vs_dynamic"])
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": torch.get_num_threads(),
@@ -145,7 +173,8 @@ def main() -> None:
                     "inference": "score all items", "offline": "two SASRec, 3,417 x 64 embeddings, 2 blocks, L=200"},
         "target": "online CKI: >= 0.8x the dynamic model's throughput at batch 256, <= 1.3x its latency at batch 1; "
                   "offline fusion of two ML-1M-sized SASRec checkpoints <= 2 s",
-        "online": online(args.rounds),
+        "online": repeats[len(repeats) // 2],  # the repeat with the median soft throughput ratio
+        "online_repeats": spread(repeats),
         "online_breakdown_b256": breakdown(args.rounds),
         "offline_seconds": offline(max(3, args.rounds // 5), args.checkpoints),
         "machine": machine_info(),

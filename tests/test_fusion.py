@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -53,6 +54,20 @@ def test_entropy_of_known_histograms():
 def test_entropy_is_batched_per_row():
     rows = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(histogram_entropy(rows), torch.stack([histogram_entropy(r) for r in rows]))
+
+
+def test_entropy_counts_every_rows_bins_like_a_per_row_reference():
+    rows = torch.randn(40, 333, generator=torch.Generator().manual_seed(2))
+    rows[3] = 1.5  # constant: entropy 0
+    rows[5, :100] = rows[5].max()  # many values at the maximum, which joins the last bin
+    lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    index = ((rows - lo) * (10 / (hi - lo)).nan_to_num(posinf=0.0)).clamp(max=9).long()
+    expected = []
+    for row in index.numpy():  # an independent count per row
+        p = np.unique(row, return_counts=True)[1] / len(row)
+        expected.append(-(p * np.log(p)).sum())
+    assert torch.allclose(histogram_entropy(rows), torch.tensor(expected, dtype=torch.float32), atol=1e-6)
+    assert histogram_entropy(rows)[3] == 0
 
 
 # ----------------------------------------------------------------------------- CKI invariants

@@ -4,7 +4,7 @@
 i and head layer it assesses the two models, static W0 (in, out) and generated W_i (in, out), with
 per-sample histogram entropies, and scores with the spliced per-sample weights (B, in, out). Two models
 make the assessment cheap: the softmax of two scores is a sigmoid, and soft splicing is W0 + V_i (W_i - W0).
-Everything is batched over samples (one bincount for all the entropies); no loop over samples or positions.
+Everything is batched over samples (one histogram call for all the entropies); no loop over samples or positions.
 Biases are the generated ones (as in the official code); only weight matrices are spliced.
 """
 
@@ -27,7 +27,7 @@ from dynrec.models.dynamic import DynamicRecommender
 
 def entropy_gaps(pairs: list[tuple[torch.Tensor, torch.Tensor]], bins: int = BINS) -> list[torch.Tensor]:
     """E(W_i) - E(W0), shaped (B, 1, 1), for each (static (in, out), per-sample (B, in, out)) pair. Layers with
-    the same number of weights share one histogram call (one bincount for all their B + 1 tensors)."""
+    the same number of weights share one histogram call (one scatter-add for all their B + 1 tensors)."""
     groups: dict[int, list[int]] = {}
     for index, (static, _) in enumerate(pairs):
         groups.setdefault(static.numel(), []).append(index)
