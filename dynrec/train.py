@@ -194,6 +194,8 @@ def train(
         "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric,
                       "best_epoch": state["best_epoch"], "best_value": state["best"]},
         "epochs": state["epoch"],
+        "training_rows": len(inputs),  # per epoch: users or windows (sequence mode), samples (window mode)
+        "training_targets": int(training_positions(inputs, targets).sum()),  # per epoch
         "train_seconds": round(state["train_seconds"], 2),
         "seconds_per_epoch": round(state["train_seconds"] / max(state["epoch"], 1), 3),
         "wall_seconds_this_session": round(time.perf_counter() - started, 2),

@@ -9,15 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint
 from dynrec.config import load_config
+from dynrec.data.preprocess import build_sequences
+from dynrec.data.readers import read_interactions
 from dynrec.errors import CheckpointError, ConfigError
 from dynrec.evaluate import evaluate
 from dynrec.models import build_model
+from dynrec.models.base import training_positions
 from dynrec.train import loss_scale, train, training_batches, training_tensors, trim_padding
 
 TINY = ["model.hidden_size=16", "model.num_heads=1", "model.max_len=10", "model.head_hidden=[16]",
@@ -49,6 +53,24 @@ def test_models_learn_the_cyclic_pattern(tmp_path, cyclic_file, model, mode, los
         assert key in result
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["test"] == result["test"]
+    data = build_sequences(read_interactions(cyclic_file), "cyclic")
+    per_user = data.split_end("train") - data.offsets[:-1] - 1  # targets with an item before them
+    window = cfg.model.max_len
+    expected = per_user.sum() if mode == "window" else np.minimum(per_user, window).sum()
+    assert result["training_targets"] == expected
+    assert result["training_rows"] == (expected if mode == "window" else data.n_users)
+
+
+def test_covering_the_whole_history_trains_on_every_target(tmp_path, cyclic_file):
+    data = build_sequences(read_interactions(cyclic_file), "cyclic")
+    per_user = data.split_end("train") - data.offsets[:-1] - 1
+    assert (per_user > 10).any()  # some histories are longer than max_len, so the option matters here
+    last = training_tensors(_cfg(tmp_path, cyclic_file), data)
+    full = training_tensors(_cfg(tmp_path, cyclic_file, "train.cover=all"), data)
+    assert training_positions(*last).sum() == np.minimum(per_user, 10).sum()
+    assert training_positions(*full).sum() == per_user.sum() > training_positions(*last).sum()
+    with pytest.raises(ConfigError, match=r"train\.cover: unknown cover 'some'"):
+        train(_cfg(tmp_path, cyclic_file, "train.cover=some"), progress=False)
 
 
 def test_checkpoint_round_trip_scores_identically(tmp_path, cyclic_file, cyclic_data):
