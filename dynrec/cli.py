@@ -87,8 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/experiments", help="where the cached runs live")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (1 when two workers share 2 cores; not part of the cache key)")
-    p.add_argument("--variants", nargs="+", choices=["static", "dynamic"], default=["static", "dynamic"],
-                   help="which twins this worker trains (finished runs of the other are still reported)")
+    p.add_argument("--variants", nargs="+", choices=["static", "dynamic", "dynamic-on-a"],
+                   default=["static", "dynamic", "dynamic-on-a"],
+                   help="which runs this worker trains (finished runs of the others are still reported); "
+                        "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists")
     p.add_argument("--out-dir", default="docs/results")
 
     p = sub.add_parser("reproduce", help="the CKI paper's Tables 1, 3, 4 (cached, resumable): CSVs, paired tests, "

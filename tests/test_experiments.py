@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from dynrec.config import load_config
@@ -37,6 +40,26 @@ def test_a_finished_run_is_read_back_not_retrained(tmp_path, cyclic_file, monkey
     assert runner.run_cached(again, tmp_path, "t")["test"] == first["test"]
 
 
+def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(cfg, progress=False):
+        trained.append((cfg.model.dynamic, cfg.train.freeze_backbone, cfg.train.init_from))
+        result = {"test": {"sampled": {"ndcg@5": 0.5}}, "epochs": 1, "seconds_per_epoch": 1.0}
+        (Path(cfg.out_dir)).mkdir(parents=True)
+        (Path(cfg.out_dir) / runner.RESULT).write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("dynamic-on-a",))
+    assert trained == []  # no static twin yet: nothing to start from
+    rows = dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("static", "dynamic-on-a"))
+    static_dir = next(tmp_path.glob("ml-1m-sasrec-paper-static-s0-*"))
+    assert trained == [(False, False, None), (True, True, str(static_dir))]
+    assert [r["variant"] for r in rows] == ["static", "dynamic-on-a"]
+    assert "| ml-1m | sasrec | dynamic-on-a vs static | | +0.0% |" in dynamic.summary_markdown(rows, "sampled")
+
+
 def test_summary_reports_mean_std_and_relative_change():
     rows = [{"dataset": "d", "backbone": "b", "variant": v, "protocol": "sampled", "seed": s, "ndcg@5": x}
             for v, s, x in [("static", 0, 0.1), ("static", 1, 0.3), ("dynamic", 0, 0.3), ("dynamic", 1, 0.5)]]
@@ -56,7 +79,7 @@ def test_a_worker_trains_only_its_variants(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "train", fake_train)
     rows = dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("static",))
-    assert trained == [False]  # the dynamic twin was neither trained nor invented
+    assert trained == [False]  # the dynamic runs were neither trained nor invented
     assert [(r["variant"], r["ndcg@5"]) for r in rows] == [("static", 0.5)]
     with pytest.raises(ValueError, match="unknown variants"):
         dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("dinamic",))

@@ -55,13 +55,14 @@ def test_model_a_is_the_grid_run_and_bg_is_dynamic_on_its_frozen_backbone(tmp_pa
     monkeypatch.setattr(dynamic, "run_cached", lambda cfg, root, tag, progress, cached_only=False:
                         grid.append((cfg, tag)) or {})
     dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, threads=1)
-    (static, static_tag), (twin, _) = grid
+    (static, static_tag), (twin, _), (on_a, on_a_tag) = grid
     ctx = tables.Context(root=tmp_path, threads=2)  # threads are not part of a run's identity
     (a, tag_a), (bg, tag_bg) = tables.base_configs(tables.TABLES["table3"], "ml-1m", "sasrec", 0, ctx)
     assert (runner.config_key(a), tag_a) == (runner.config_key(static), static_tag)  # model A: the grid's run
     assert tag_bg == "paper-dynamic-on-a"
     assert bg.train.init_from == str(runner.run_directory(static, tmp_path, static_tag))
     assert bg.model.dynamic and bg.train.freeze_backbone
+    assert (runner.config_key(on_a), on_a_tag) == (runner.config_key(bg), tag_bg)  # the grid's run is B(G)
     bg.train.init_from, bg.train.freeze_backbone = None, False  # otherwise the grid's dynamic twin exactly
     assert runner.config_key(bg) == runner.config_key(twin)
     table1 = tables.base_configs(tables.TABLES["table1"], "ml-1m", "sasrec", 0, ctx)
