@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="the CKI paper's Tables 1, 3, 4 (cached, resumable): CSVs, paired tests, "
                                          "charts and docs/results.md")
-    p.add_argument("table", help="table1 | table3 | table4 | all | report (re-render the page from the CSVs only)")
+    p.add_argument("table", help="table1 | table1-shared-init | table3 | table4 | all | report (re-render the page "
+                                 "from the CSVs only)")
     p.add_argument("--datasets", nargs="+", help="default: ml-1m beauty douban-book douban-music (quick: ml-100k)")
     p.add_argument("--backbones", nargs="+", help="default: din gru4rec sasrec")
     p.add_argument("--seeds", nargs="+", type=int, help="model A's seeds (default 0 1 2; quick: 0 1)")

@@ -63,6 +63,8 @@ class TrainConfig:
     select_metric: str = "ndcg@10"  # validation metric that selects the checkpoint
     select_protocol: str = "full"  # full | sampled, for selection on validation
     seed: int = 0
+    init_seed: int | None = None  # seed of the initial weights (default: seed); another seed with the same init_seed
+    # starts from the same weights and differs only in data order, negatives and dropout
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     init_from: str | None = None  # a static run dir whose weights start the (dynamic) model's backbone

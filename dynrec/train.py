@@ -100,6 +100,18 @@ def _check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.select_metric: {t.select_metric!r} must be ndcg|hr|mrr@K with K in eval.ks")
 
 
+def initial_model(cfg: RunConfig, n_items: int) -> Recommender:
+    """The model at its random initialisation, drawn with `train.init_seed` when set (the global RNGs are then
+    reseeded with `train.seed` for what follows), else from the RNG state `train.seed` left."""
+    t = cfg.train
+    if t.init_seed is None:
+        return build_model(cfg.model, n_items)
+    seed_everything(t.init_seed)
+    model = build_model(cfg.model, n_items)
+    seed_everything(t.seed)
+    return model
+
+
 def _initialise(model: Recommender, cfg: RunConfig) -> list[torch.nn.Parameter]:
     """Load `train.init_from` into the backbone and freeze it when asked; returns the parameters to train."""
     t = cfg.train
@@ -144,7 +156,7 @@ def train(
     data = data if data is not None else data_for(cfg)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg.model, data.n_items).to(device)
+    model = initial_model(cfg, data.n_items).to(device)
     trainable = _initialise(model, cfg)
     optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
     generator = torch.Generator().manual_seed(t.seed)

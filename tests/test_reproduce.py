@@ -69,6 +69,11 @@ def test_model_a_is_the_grid_run_and_bg_is_dynamic_on_its_frozen_backbone(tmp_pa
     assert runner.config_key(table1[0][0]) == runner.config_key(static)  # model A is shared by every table
     assert table1[1][1] == "paper-static" and table1[1][0].train.seed == 100  # model B: never another pair's A
     assert not {s + tables.B_SEED_OFFSET for s in tables.SEEDS} & set(tables.SEEDS)
+    (a1, _), (b1, tag_b1) = tables.base_configs(tables.TABLES["table1-shared-init"], "ml-1m", "sasrec", 0, ctx)
+    assert runner.config_key(a1) == runner.config_key(static)
+    assert (b1.train.seed, b1.train.init_seed, tag_b1) == (100, 0, "paper-static-init0")
+    b1.train.init_seed = None
+    assert runner.config_key(b1) == runner.config_key(table1[1][0])  # otherwise Table 1's model B
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +232,7 @@ def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
 
 def test_the_command_line_prints_the_error_and_exits_2(capsys):
     assert cli.main(["reproduce", "table2"]) == 2
-    assert "unknown table 'table2' (expected one of table1, table3, table4 or all)" in capsys.readouterr().err
+    assert "unknown table 'table2' (expected one of table1, table1-shared-init, table3, table4 or all)" in capsys.readouterr().err
 
 
 def test_report_cells_and_empty_test_tables():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
@@ -71,6 +72,24 @@ def test_covering_the_whole_history_trains_on_every_target(tmp_path, cyclic_file
     assert training_positions(*full).sum() == per_user.sum() > training_positions(*last).sum()
     with pytest.raises(ConfigError, match=r"train\.cover: unknown cover 'some'"):
         train(_cfg(tmp_path, cyclic_file, "train.cover=some"), progress=False)
+
+
+def test_init_seed_gives_another_seed_the_same_initial_weights_and_nothing_else(tmp_path, cyclic_file, monkeypatch):
+    built = []
+
+    def recording_build(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        built.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(importlib.import_module("dynrec.train"), "build_model", recording_build)  # the module
+    results = [train(_cfg(tmp_path / name, cyclic_file, "train.epochs=1", *extra), progress=False)
+               for name, extra in [("a", ["train.seed=0"]), ("b", ["train.seed=100", "train.init_seed=0"]),
+                                   ("c", ["train.seed=100"])]]
+    a, b, c = built
+    assert all(torch.equal(a[k], b[k]) for k in a)  # B starts from A's weights
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # without init_seed, seed 100 draws its own
+    assert results[0]["history"][0]["loss"] != results[1]["history"][0]["loss"]  # but its data order differs
 
 
 def test_checkpoint_round_trip_scores_identically(tmp_path, cyclic_file, cyclic_data):

@@ -33,9 +33,14 @@ TABLE_NOTES = {  # why a table is built the way it is: figures measured with an 
         "trainings from different starts settle in different permutations, so merging them position by position "
         "mixes units that play different roles: weight-space merges (averaging, CKI, TIES, DARE, magnitude) can "
         "then fall far below both models; the output ensemble, which never mixes weights, is not exposed to this. "
-        "The paper does not say whether its models B shared model A's initialisation. Building B from A's initial "
-        "weights with other data order and dropout (the regime in which weight averaging is known to work) is not "
-        "done yet."
+        "The paper does not say whether its models B shared model A's initialisation; the next table builds B from "
+        "A's initial weights."
+    ),
+    "table1-shared-init": (
+        "Model B starts from model A's initial weights (`train.init_seed` = A's seed) and differs from A only in "
+        "data order, negatives and dropout (`train.seed` = s + 100): the regime in which weight averaging of two "
+        "trainings is known to work, because both stay in one basin of the loss and their hidden units keep their "
+        "roles. Set beside Table 1, it separates what the merge methods do from what mismatched initialisations do."
     ),
     "table3": (
         "Model B(G) is trained on model A's frozen backbone and every fusion row merges heads online, so the static "

@@ -39,8 +39,9 @@ def config_key(cfg: RunConfig) -> str:
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
-    if values["train"]["cover"] == "last":  # added later: runs made before it keep their keys
-        values["train"].pop("cover")
+    for key, default in (("cover", "last"), ("init_seed", None)):  # added later: runs made before keep their keys
+        if values["train"][key] == default:
+            values["train"].pop(key)
     if values["train"].get("init_from"):
         values["train"]["init_from"] = canonical_path(values["train"]["init_from"])
     return payload_key(values)

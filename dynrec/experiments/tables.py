@@ -45,7 +45,8 @@ class Table:
     """A table: how its model B is trained, its methods, and the paired tests run on them."""
 
     title: str
-    b_variant: str  # static (another seed's static twin) | dynamic-on-a (the dynamic model on A's frozen backbone)
+    b_variant: str  # static (another seed's static twin) | static-shared-init (the same, from A's initial weights)
+    # | dynamic-on-a (the dynamic model on A's frozen backbone)
     b_seed_offset: int
     methods: tuple[str, ...]
     singles: tuple[str, ...]  # the single models; "best-single" is the one with the higher test mean
@@ -61,6 +62,9 @@ def _fusion_tests(single_b: str) -> tuple[tuple[str, str], ...]:
 TABLES = {
     "table1": Table("Table 1: static + static (model B: another seed)", "static", B_SEED_OFFSET,
                     ("model-a", "model-b", *FUSION_ROWS), ("model-a", "model-b"), _fusion_tests("model-b")),
+    "table1-shared-init": Table("Table 1, shared start: static + static (model B: A's initial weights, another seed's "
+                                "data order and dropout)", "static-shared-init", B_SEED_OFFSET,
+                                ("model-a", "model-b", *FUSION_ROWS), ("model-a", "model-b"), _fusion_tests("model-b")),
     "table3": Table("Table 3: static + dynamic (model B(G): dynamic on A's frozen backbone)", "dynamic-on-a", 0,
                     ("model-a", "model-bg", *FUSION_ROWS), ("model-a", "model-bg"), _fusion_tests("model-bg")),
     "table4": Table("Table 4: CKI as a starting point, then one epoch of training", "static", B_SEED_OFFSET,
@@ -136,8 +140,12 @@ def base_configs(table: Table, dataset: str, backbone: str, seed: int, ctx: Cont
     cfg_a, tag_a = twin_config(config_dataset, backbone, seed, "paper", "static", ctx.threads, extra)
     if table.b_variant == "dynamic-on-a":
         return [(cfg_a, tag_a), frozen_dynamic_config(cfg_a, run_directory(cfg_a, ctx.root, tag_a), "paper")]
-    return [(cfg_a, tag_a), twin_config(config_dataset, backbone, seed + table.b_seed_offset, "paper", "static",
-                                        ctx.threads, extra)]
+    cfg_b, tag_b = twin_config(config_dataset, backbone, seed + table.b_seed_offset, "paper", "static", ctx.threads,
+                               extra)
+    if table.b_variant == "static-shared-init":
+        cfg_b.train.init_seed = seed  # A's initial weights (A draws them from its seed)
+        tag_b = f"{tag_b}-init{seed}"
+    return [(cfg_a, tag_a), (cfg_b, tag_b)]
 
 
 def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> tuple[Pair | None, float]:
