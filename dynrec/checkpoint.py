@@ -6,9 +6,12 @@ Nothing is unpickled: weights load through safetensors, training state through t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,34 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 IDMAP = "idmap.json"
 STATE = "trainer_state.pt"
+LOCK = "train.lock"  # held by the process training in a run dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold a run dir for one training process; another one gets a CheckpointError naming the holder. The OS
+    drops the lock when its holder exits, killed or not, so no stale lock outlives a crash."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise CheckpointError(f"{run_dir}: process {holder} is training this run; wait for it to finish "
+                                  "or use another out_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def wait_for_run(run_dir: Path) -> None:
+    """Block while another process trains in run_dir; return at once when none does."""
+    if (run_dir / LOCK).is_file():
+        with open(run_dir / LOCK) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)  # granted once the trainer's exclusive lock is gone
 
 
 def atomic_write(path: Path, write) -> None:

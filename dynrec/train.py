@@ -21,6 +21,7 @@ from dynrec.checkpoint import (
     WEIGHTS,
     load_state,
     load_weights,
+    run_lock,
     save_checkpoint,
     save_state,
     write_json,
@@ -146,8 +147,14 @@ def _resume_state(run_dir: Path, cfg: RunConfig) -> dict | None:
 def train(
     cfg: RunConfig, data: SequenceData | None = None, resume: bool = True, progress: bool = True
 ) -> dict:
-    """Train, select on validation, evaluate on test; write checkpoint and result.json into the run dir."""
+    """Train, select on validation, evaluate on test; write checkpoint and result.json into the run dir, which
+    one process at a time may train in (another gets a CheckpointError)."""
     _check_config(cfg)
+    with run_lock(cfg.run_dir()):
+        return _train(cfg, data, resume, progress)
+
+
+def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bool) -> dict:
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)

@@ -232,7 +232,8 @@ def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
 
 def test_the_command_line_prints_the_error_and_exits_2(capsys):
     assert cli.main(["reproduce", "table2"]) == 2
-    assert "unknown table 'table2' (expected one of table1, table1-shared-init, table3, table4 or all)" in capsys.readouterr().err
+    expected = "unknown table 'table2' (expected one of table1, table1-shared-init, table3, table4 or all)"
+    assert expected in capsys.readouterr().err
 
 
 def test_report_cells_and_empty_test_tables():

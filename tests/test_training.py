@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint
+from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint, wait_for_run
 from dynrec.config import load_config
 from dynrec.data.preprocess import build_sequences
 from dynrec.data.readers import read_interactions
@@ -90,6 +91,33 @@ def test_init_seed_gives_another_seed_the_same_initial_weights_and_nothing_else(
     assert all(torch.equal(a[k], b[k]) for k in a)  # B starts from A's weights
     assert not all(torch.equal(a[k], c[k]) for k in a)  # without init_seed, seed 100 draws its own
     assert results[0]["history"][0]["loss"] != results[1]["history"][0]["loss"]  # but its data order differs
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from dynrec.checkpoint import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_process_at_a_time_trains_in_a_run_dir(tmp_path, cyclic_file):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError, match=f"process {holder.pid} is training this run"):
+            train(_cfg(tmp_path, cyclic_file, "train.epochs=1"), progress=False)
+        threading.Timer(0.5, holder.kill).start()  # killed, not closed: the OS still drops its lock
+        tic = time.perf_counter()
+        wait_for_run(tmp_path / "run")  # what a second worker does before training a shared run
+        assert time.perf_counter() - tic >= 0.4
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(_cfg(tmp_path, cyclic_file, "train.epochs=1"), progress=False)["epochs"] == 1
 
 
 def test_checkpoint_round_trip_scores_identically(tmp_path, cyclic_file, cyclic_data):

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from dynrec.checkpoint import atomic_write
+from dynrec.checkpoint import atomic_write, wait_for_run
 from dynrec.config import RunConfig, load_config
 from dynrec.experiments.cache import payload_key
 from dynrec.train import RESULT, train
@@ -58,14 +58,16 @@ def run_directory(cfg: RunConfig, root: Path, tag: str) -> Path:
 
 
 def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False, cached_only: bool = False) -> dict:
-    """Train the run unless its result exists; `tag` only makes the directory name readable. With
-    `cached_only` (or $DYNREC_CACHED_ONLY) a missing run gives {} instead of training. Sets cfg.out_dir."""
+    """Train the run unless its result exists (waiting first while another process trains it); `tag` only makes
+    the directory name readable. With `cached_only` (or $DYNREC_CACHED_ONLY) a missing run gives {} instead of
+    training. Sets cfg.out_dir."""
     cfg.out_dir = str(run_directory(cfg, root, tag))
     result_file = Path(cfg.out_dir) / RESULT
+    if cached_only or os.environ.get("DYNREC_CACHED_ONLY"):  # report what exists without training more
+        return json.loads(result_file.read_text()) if result_file.is_file() else {}
+    wait_for_run(Path(cfg.out_dir))  # another worker may be training this very run (e.g. a shared model A)
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    if cached_only or os.environ.get("DYNREC_CACHED_ONLY"):  # report what exists without training more
-        return {}
     return train(cfg, progress=progress)
 
 
