@@ -333,7 +333,9 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
         if rows is not None:
             bar_chart(name, rows, out_dir / f"{name}_sampled.png")
             text += [f"![{name}]({link / f'{name}_sampled.png'})", ""]
-        text += ["### Published (the paper's own preprocessing and models)", "", *published_table(name), ""]
+        paper = published_table(name)
+        if len(paper) > 2:  # a header and its rule: the paper has no such table
+            text += ["### Published (the paper's own preprocessing and models)", "", *paper, ""]
         for protocol in ("sampled", "full"):
             text += [f"### {protocol} protocol, test" + (" (the paper's)" if protocol == "sampled" else ""), "",
                      *results_table(name, rows, protocol, quick), ""]
