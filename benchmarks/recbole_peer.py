@@ -15,7 +15,10 @@ and should equal them. Seconds per epoch time the training pass only (no validat
 the same process, on the same device and threads. Both train on every training target once per epoch
 (97,171): RecBole as one row per training prefix (760 batches of 128 prefixes), dynrec's sequence mode
 with `train.cover=all` as consecutive windows of 50 targets scored in one pass each (2,412 windows, 19
-batches of 128 windows); `ratio_seconds_per_training_target` normalises what is left.
+batches of 128 windows); `ratio_seconds_per_training_target` normalises what is left. dynrec draws its
+batches at random, chosen on validation among four variants of its side (benchmarks/results/
+recbole_peer_tuning.md, with the commands); RecBole's settings beyond the shared ones are its defaults,
+not tuned.
 
     python benchmarks/recbole_peer.py                 # the full benchmark (early stopping, <= 200 epochs)
     python benchmarks/recbole_peer.py --quick         # smoke test: one epoch each, writes to runs/
@@ -412,6 +415,7 @@ def run_dynrec(args: argparse.Namespace, data: SequenceData, state_dir: Path) ->
         f"model.max_len={MAX_LEN}", f"train.epochs={args.epochs}", f"train.patience={args.patience}",
         f"train.seed={args.seed}", f"train.device={args.device}", "eval.protocols=[full]", f"out_dir={out_dir}",
         "train.cover=all",  # every training target once per epoch, as RecBole's one row per prefix
+        "train.batching=random",  # chosen on validation: benchmarks/results/recbole_peer_tuning.md
     ])
     inputs, targets = training_tensors(cfg, data)
     result = train(cfg, data=data, resume=True, progress=False)
@@ -529,6 +533,7 @@ def main() -> None:
         "shared_settings": {"hidden_size": 64, "num_layers": 2, "num_heads": 1, "ffn_size": 64, "dropout": 0.2,
                             "max_len": MAX_LEN, "loss": "softmax CE over all items", "batch_size": 128,
                             "training_targets": "every training target once per epoch",
+                            "dynrec_batches": "random (chosen on validation)",
                             "lr": 1e-3, "grad_clip": 5.0, "epochs_cap": args.epochs, "patience": args.patience,
                             "select": "valid full ndcg@10", "seed": args.seed, "device": args.device},
         "quick": args.quick,

@@ -69,7 +69,11 @@ def benchmark_lines() -> list[str]:
             f"t-test p = {p['paired_t_test']:.2f}). Both train on every training target once per epoch "
             f"({d['training_targets_per_epoch']:,}): RecBole as one row per prefix ({r['batches_per_epoch']} "
             f"batches), dynrec as {d['training_rows_per_epoch']:,} windows of up to "
-            f"{peer['shared_settings']['max_len']} targets ({d['batches_per_epoch']} batches).",
+            f"{peer['shared_settings']['max_len']} targets ({d['batches_per_epoch']} batches, drawn at random: chosen "
+            "on validation among four variants of dynrec's side, "
+            "[tuning record](benchmarks/results/recbole_peer_tuning.md); RecBole's other settings are its defaults, "
+            "not tuned). The difference is within noise on 943 users; seconds per epoch come from different "
+            "sittings of a shared VM (dynrec's with three other jobs running), so the ratio is approximate.",
         ]
     speed = _load(ROOT / "benchmarks/results/eval_speed.json")
     if speed is not None:
