@@ -1,5 +1,5 @@
 """The Python API; each function is one CLI command (`dynrec train`, `evaluate`, `demo`, `fuse`, `export`,
-`reproduce`)."""
+`experiment dynamic`, `reproduce`)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,29 @@ def export(
     if data_dir is not None:
         cfg.data.data_dir = data_dir
     return export_bundle(checkpoint, out, data_for(cfg), hard=hard, bins=bins, force=force)
+
+
+def experiment_dynamic(
+    datasets: list[str] | None = None,
+    backbones: list[str] | None = None,
+    seeds: list[int] | None = None,
+    setting: str = "paper",
+    root: str | Path = "runs/experiments",
+    threads: int = 0,
+    variants: tuple[str, ...] | None = None,
+    out_dir: str | Path = "docs/results",
+) -> list[dict]:
+    """Static vs dynamic runs over datasets x backbones x seeds (`dynrec experiment dynamic`): train what this
+    worker's `variants` lack (cached, resumable), write dynamic_<setting>.csv and .md into out_dir, return
+    the rows. Defaults: the four datasets, the three backbones, seeds 0 1 2, every variant."""
+    from dynrec.experiments import dynamic
+    from dynrec.experiments import tables as paper
+
+    rows = dynamic.static_vs_dynamic(list(datasets or paper.DATASETS), list(backbones or paper.BACKBONES),
+                                     list(seeds or paper.SEEDS), setting, Path(root), threads=threads,
+                                     variants=tuple(variants or dynamic.ALL_VARIANTS))
+    dynamic.write_outputs(rows, setting, Path(out_dir))
+    return rows
 
 
 def reproduce(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -153,11 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
         elif args.command == "experiment":
-            from dynrec.experiments import dynamic
-
-            rows = dynamic.static_vs_dynamic(args.datasets, args.backbones, args.seeds, args.setting, Path(args.root),
-                                             threads=args.threads, variants=tuple(args.variants))
-            dynamic.write_outputs(rows, args.setting, Path(args.out_dir))
+            rows = api.experiment_dynamic(args.datasets, args.backbones, args.seeds, args.setting, args.root,
+                                          args.threads, tuple(args.variants), args.out_dir)
             print(f"{len(rows)} rows -> {args.out_dir}/dynamic_{args.setting}.csv")
         elif args.command == "reproduce":
             timings = api.reproduce(args.table, args.datasets, args.backbones, args.seeds, args.methods, args.quick,

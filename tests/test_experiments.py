@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dynrec import api, cli
 from dynrec.config import load_config
 from dynrec.experiments import dynamic, runner
 
@@ -58,6 +59,32 @@ def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_
     assert trained == [(False, False, None), (True, True, str(static_dir))]
     assert [r["variant"] for r in rows] == ["static", "dynamic-on-a"]
     assert "| ml-1m | sasrec | dynamic-on-a vs static | | +0.0% |" in dynamic.summary_markdown(rows, "sampled")
+
+
+def test_the_api_runs_the_grid_and_writes_its_page(tmp_path, monkeypatch):
+    scores = {(False, False): 0.4, (True, False): 0.5, (True, True): 0.6}  # static, dynamic, dynamic-on-a
+    trained = []
+
+    def fake_train(cfg, progress=False):
+        trained.append(cfg.out_dir)
+        result = {"test": {"sampled": {"ndcg@5": scores[cfg.model.dynamic, cfg.train.freeze_backbone]}},
+                  "epochs": 1, "seconds_per_epoch": 1.0}
+        Path(cfg.out_dir).mkdir(parents=True)
+        (Path(cfg.out_dir) / runner.RESULT).write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    rows = api.experiment_dynamic(["ml-1m"], ["sasrec"], [0], root=tmp_path / "runs", out_dir=tmp_path / "out")
+    assert [(r["variant"], r["ndcg@5"]) for r in rows] == [("static", 0.4), ("dynamic", 0.5), ("dynamic-on-a", 0.6)]
+    page = (tmp_path / "out" / "dynamic_paper.md").read_text()
+    assert "| ml-1m | sasrec | dynamic vs static | | +25.0% |" in page
+    assert "| ml-1m | sasrec | dynamic-on-a vs static | | +50.0% |" in page
+    assert (tmp_path / "out" / "dynamic_paper.csv").read_text().count("\n") == 4  # header + 3 rows
+    # the command line is the same call: runs read back (no retraining), the same page
+    assert cli.main(["experiment", "dynamic", "--datasets", "ml-1m", "--backbones", "sasrec", "--seeds", "0",
+                     "--root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "dynamic_paper.md").read_text() == page
+    assert len(trained) == 3
 
 
 def test_summary_reports_mean_std_and_relative_change():
