@@ -11,7 +11,7 @@ from dynrec.config import load_config
 from dynrec.fusion import OnlineCKI
 from dynrec.fusion.compatibility import LearnedCompatibility, assess, histogram_entropy
 from dynrec.fusion.learned import train_online
-from dynrec.fusion.online import splice_per_sample
+from dynrec.fusion.online import entropy_gaps, splice_per_sample
 from dynrec.fusion.splice import splice
 from dynrec.models import build_model
 from dynrec.models.head import LowRank
@@ -145,3 +145,30 @@ def test_learned_online_cki_trains_with_the_dynamic_model_frozen(cyclic_file, cy
     assert all(p.requires_grad for p in model.parameters())  # frozen only while training
     if history["best_epoch"] > 0:
         assert any(not torch.equal(start[k], v) for k, v in online.compatibility.state_dict().items())
+
+
+def test_the_static_entropy_cache_follows_in_place_changes_to_the_static_head():
+    model = _dynamic()
+    online = OnlineCKI(model).eval()
+    seq = _histories()
+    with torch.no_grad():
+        online.score_all(seq)  # fills the cache
+        model.backbone.head.weight[0][0, 0] = 100.0  # an outlier: most weights now share one bin (in place)
+        after = online.score_all(seq)
+        fresh = OnlineCKI(model).eval().score_all(seq)
+    assert torch.equal(after, fresh)
+    expected = histogram_entropy(model.backbone.head.weight[0].detach().flatten())
+    assert torch.equal(online.static_entropy(0, model.backbone.head.weight[0]), expected)
+
+
+@pytest.mark.parametrize("batch", [2, 100])  # layers share a histogram call at batch 2, not at 100
+def test_entropy_gaps_equal_each_samples_own_histogram_entropy(batch):
+    g = torch.Generator().manual_seed(5)
+    pairs = [(torch.randn(32, 32, generator=g), torch.randn(batch, 32, 32, generator=g) * (1 + layer))
+             for layer in range(2)]
+    pairs.append((torch.randn(8, 4, generator=g), torch.randn(batch, 8, 4, generator=g)))  # another size
+    gaps = entropy_gaps(pairs)
+    for (static, generated), gap in zip(pairs, gaps, strict=True):
+        assert gap.shape == (batch, 1, 1)
+        each = torch.stack([histogram_entropy(w.flatten()) for w in generated])
+        assert torch.equal(gap.flatten(), each - histogram_entropy(static.flatten()))

@@ -4,7 +4,8 @@
 i and head layer it assesses the two models, static W0 (in, out) and generated W_i (in, out), with
 per-sample histogram entropies, and scores with the spliced per-sample weights (B, in, out). Two models
 make the assessment cheap: the softmax of two scores is a sigmoid, and soft splicing is W0 + V_i (W_i - W0).
-Everything is batched over samples (one histogram call for all the entropies); no loop over samples or positions.
+Everything is batched over samples (the static head's entropies are kept until its weights change); no
+loop over samples or positions.
 Biases are the generated ones (as in the official code); only weight matrices are spliced.
 """
 
@@ -24,22 +25,30 @@ from dynrec.fusion.compatibility import (
 from dynrec.fusion.online_merge import OnlineMerge, Pairs
 from dynrec.models.dynamic import DynamicRecommender
 
+SMALL_BATCH_VALUES = 65_536  # up to this many generated values, layers of one size share a histogram call
 
-def entropy_gaps(pairs: list[tuple[torch.Tensor, torch.Tensor]], bins: int = BINS) -> list[torch.Tensor]:
-    """E(W_i) - E(W0), shaped (B, 1, 1), for each (static (in, out), per-sample (B, in, out)) pair. Layers with
-    the same number of weights share one histogram call (one scatter-add for all their B + 1 tensors)."""
+
+def entropy_gaps(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    bins: int = BINS,
+    static_entropies: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """E(W_i) - E(W0), shaped (B, 1, 1), for each (static (in, out), per-sample (B, in, out)) pair; E(W0) is
+    computed unless given. Small batches put the generated rows of same-sized layers in one histogram call
+    (a call's fixed cost dominates at batch 1); large ones make one call per layer (there, the copy that
+    joins the layers and counts that no longer fit the cache cost more than the extra call)."""
+    if static_entropies is None:
+        static_entropies = [histogram_entropy(static.reshape(1, -1), bins)[0] for static, _ in pairs]
     groups: dict[int, list[int]] = {}
-    for index, (static, _) in enumerate(pairs):
-        groups.setdefault(static.numel(), []).append(index)
+    for index, (static, generated) in enumerate(pairs):
+        small = generated.numel() * 2 <= SMALL_BATCH_VALUES  # two layers of this size still fit
+        groups.setdefault(static.numel() if small else -1 - index, []).append(index)
     gaps: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
-    for size, members in groups.items():
-        statics = [pairs[i][0].reshape(1, size) for i in members]
-        generated = [pairs[i][1].reshape(-1, size) for i in members]
-        entropy = histogram_entropy(torch.cat(statics + generated), bins)  # (m + m B,)
-        m = len(members)
-        per_layer = (entropy[m:].view(m, -1) - entropy[:m, None]).view(m, -1, 1, 1)  # (m, B, 1, 1)
-        for index, gap in zip(members, per_layer.unbind(0), strict=True):
-            gaps[index] = gap
+    for members in groups.values():
+        rows = [pairs[i][1].reshape(len(pairs[i][1]), -1) for i in members]
+        entropy = histogram_entropy(rows[0] if len(rows) == 1 else torch.cat(rows), bins)
+        for index, part in zip(members, entropy.split([len(r) for r in rows]), strict=True):
+            gaps[index] = (part - static_entropies[index]).view(-1, 1, 1)
     return gaps
 
 
@@ -65,14 +74,14 @@ def splice_per_sample(
         return torch.where(wins, generated, static), wins.to(generated.dtype).expand_as(generated)
     delta = generated - static  # (B, in, out)
     distance = delta.abs()
-    if local is None:
-        v_static = v_generated = fixed_local(distance)  # symmetric f_L: one local term for both models
+    differentiable = torch.is_grad_enabled()
+    if local is None:  # symmetric f_L: one local term for both models (in place when nothing needs a graph)
+        v_static = v_generated = fixed_local(distance) if differentiable else distance.sigmoid_()
     else:
         v_static, v_generated = local(0, distance), local(1, distance)
     global_ = global_ or fixed_global
     g_static, g_generated = global_(-gap), global_(gap)  # (B, 1, 1)
     # V(generated) - V(static) = g1 (1 - exp(-g1 v1)) - g0 (1 - exp(-g0 v0)): few passes, no broadcast addcmul
-    differentiable = torch.is_grad_enabled()
     if differentiable:
         lead = g_static * torch.exp(v_static * -g_static) - g_generated * torch.exp(v_generated * -g_generated)
         lead = lead + (g_generated - g_static)  # (B, in, out)
@@ -99,10 +108,21 @@ class OnlineCKI(OnlineMerge):
         self.hard, self.bins = hard, bins
         shapes = {f"layer{i}": shape for i, shape in enumerate(model.backbone.head.layer_shapes)}
         self.compatibility = LearnedCompatibility(shapes, n_models=2) if learned else None
+        self._static_entropies: dict[int, tuple[tuple, torch.Tensor]] = {}
+
+    def static_entropy(self, index: int, static: torch.Tensor) -> torch.Tensor:
+        """E(W0) of head layer `index`, recomputed only when the static weight changes (its storage or its
+        in-place version), so a request pays for the generated weights' histograms only."""
+        key = (static.data_ptr(), static._version, static.shape, self.bins)
+        cached = self._static_entropies.get(index)
+        if cached is None or cached[0] != key:
+            cached = (key, histogram_entropy(static.detach().reshape(1, -1), self.bins)[0].clone())
+            self._static_entropies[index] = cached
+        return cached[1]
 
     def merge_weights(self, pairs: Pairs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """CKI per sample and layer (one histogram call for the entropies); the maps are V(generated)."""
-        gaps = entropy_gaps(pairs, self.bins)
+        """CKI per sample and layer (see entropy_gaps for the histogram calls); the maps are V(generated)."""
+        gaps = entropy_gaps(pairs, self.bins, [self.static_entropy(i, static) for i, (static, _) in enumerate(pairs)])
         weights, maps = [], []
         for index, ((static, generated), gap) in enumerate(zip(pairs, gaps, strict=True)):
             learned = self.compatibility.functions(f"layer{index}") if self.compatibility is not None else (None, None)
