@@ -180,6 +180,37 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(table1, monkeypatc
     assert timeless[0] == timeless[1]
 
 
+def test_rows_of_cells_not_in_the_call_survive_and_larger_pooled_tests_are_kept(table1, tmp_path, monkeypatch):
+    work, out = table1
+    committed = tmp_path / "committed"  # as if a cell of another dataset had been run in an earlier sitting
+    committed.mkdir()
+    ours = _rows(out / "table1.csv")
+    theirs = [{**row, "dataset": "other", "ndcg@10": "0.5"} for row in ours if row["method"] in ("model-a", "cki")]
+    tests = _rows(out / "table1_tests.csv")
+    pooled = {**tests[0], "seeds": "3", "p_bootstrap": "0.123"}  # pooled over seeds whose arrays are gone now
+    runner.write_csv(committed / "table1.csv", theirs)
+    runner.write_csv(committed / "table1_tests.csv", [pooled, {**tests[1], "dataset": "other"}])
+    earlier = {"pairs_complete": 1, "pairs_requested": 36, "base_runs_seconds": 100.0, "methods_seconds": 20.0}
+    write_json(committed / "table1_timing.json", earlier)  # written before cells were itemised
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a cached run"))
+    timing = tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), committed)
+    rows = _rows(committed / "table1.csv")
+    assert rows == theirs + ours  # the other dataset's rows first, as they were; this call's rows after them
+    merged_tests = _rows(committed / "table1_tests.csv")
+    assert merged_tests[0] == pooled  # 3 seeds beat the 1 this call could read back
+    assert {"other", "cyclic.txt"} == {row["dataset"] for row in merged_tests}
+    assert len(merged_tests) == len(tests) + 1
+    cell = timing["cells"]["cyclic.txt/sasrec/0"]
+    assert timing["earlier_not_itemised"] == {k: earlier[k] for k in ("pairs_complete", "base_runs_seconds",
+                                                                      "methods_seconds")}
+    assert timing["base_runs_seconds"] == pytest.approx(100.0 + cell["base_runs_seconds"], abs=0.1)
+    assert timing["methods_seconds"] == pytest.approx(20.0 + cell["methods_seconds"], abs=0.1)
+    assert timing["pairs_requested"] == 36 and timing["pairs_complete"] == 1  # "other" lacks most methods
+    again = tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), committed)
+    assert again["base_runs_seconds"] == timing["base_runs_seconds"]  # a rerun counts no cell twice
+    assert _rows(committed / "table1.csv") == rows
+
+
 def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
     work, data = tiny
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained in cached-only mode"))

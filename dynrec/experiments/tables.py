@@ -10,8 +10,10 @@ the paired tests never re-evaluate.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ SEEDS = (0, 1, 2)
 QUICK_DATASETS, QUICK_SEEDS = ("ml-100k",), (0, 1)  # the smoke run's defaults
 B_SEED_OFFSET = 100  # Tables 1 and 4: model B is the static run of seed s + 100, never another pair's model A
 TESTED_METRICS = ("ndcg@10", "hr@10")
+ROW_KEY = ("dataset", "backbone", "seed", "method", "protocol")  # one row of <table>.csv
+TEST_KEY = ("dataset", "backbone", "protocol", "metric", "method", "versus")  # one row of <table>_tests.csv
 FUSION_ROWS = ("magnitude", "ensemble", "average", "task-arithmetic", "ties", "dare", "cki", "cki-hard", "cki-learned")
 
 
@@ -359,41 +363,96 @@ def reproduce_table(
     out_dir: Path,
     methods: list[str] | None = None,
 ) -> dict:
-    """Run (or read back) one table, or only its `methods`, and write <name>.csv, <name>_tests.csv and
-    <name>_timing.json into out_dir; returns the timing."""
+    """Run (or read back) one table, or only its `methods`, and merge its rows, paired tests and seconds into
+    <name>.csv, <name>_tests.csv and <name>_timing.json in out_dir (see merge_rows); returns the timing."""
     check_request([name], ctx.protocols)
     table, started = TABLES[name], time.perf_counter()
     wanted = [m for m in table.methods if methods is None or m in methods]
-    rows, cells = [], {}
-    base_seconds = method_seconds = 0.0
-    complete = 0  # pairs with every method evaluated under every protocol
+    rows, cells, cell_seconds = [], {}, {}
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
-        pair, seconds = open_pair(table, dataset, backbone, seed, ctx)
-        base_seconds += seconds
+        pair, base_seconds = open_pair(table, dataset, backbone, seed, ctx)
+        method_seconds = 0.0
         if pair is None:
+            if base_seconds:  # one base run done, the other not yet
+                cell_seconds[f"{Path(dataset).name}/{backbone}/{seed}"] = {
+                    "base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
             continue
-        done = 0
         for method in wanted:
             evaluated = evaluate_method(pair, method, ctx)
             if evaluated is None:
                 continue
-            done += len(evaluated.records)
             cells[dataset, backbone, seed, method] = evaluated
             rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks)
             method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
                                                                 for r in evaluated.records.values())
-        complete += done == len(wanted) * len(ctx.protocols)
+        cell_seconds[f"{Path(dataset).name}/{backbone}/{seed}"] = {
+            "base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
+    rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
     write_csv(out_dir / f"{name}.csv", rows)
-    write_csv(out_dir / f"{name}_tests.csv", paired_tests(name, cells, ctx.protocols, ctx.root))
-    timing = {
+    tests = merge_rows(out_dir / f"{name}_tests.csv", paired_tests(name, cells, ctx.protocols, ctx.root), TEST_KEY,
+                       keep_larger="seeds")
+    write_csv(out_dir / f"{name}_tests.csv", tests)
+    timing = merge_timing(out_dir / f"{name}_timing.json", {
         "table": name, "title": table.title, "budget": ctx.budget.name,
-        "pairs_complete": complete, "pairs_requested": len(datasets) * len(backbones) * len(seeds),
-        "base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1),
-        "total_seconds": round(base_seconds + method_seconds, 1),
+        "pairs_complete": complete_cells(rows, wanted, ctx.protocols),
+        "pairs_requested": len(datasets) * len(backbones) * len(seeds),
+        "cells": cell_seconds,
         "wall_seconds_this_call": round(time.perf_counter() - started, 1),
         "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
                 "another table (model A in every table) count in each",
         "machine": machine_info(),
-    }
+    })
     write_json(out_dir / f"{name}_timing.json", timing)
     return timing
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_larger: str | None = None) -> list[dict]:
+    """This call's rows, merged into the rows already in `path`: a row with the same `key` is replaced, the
+    others are kept, so results of an earlier sitting survive a call that covers only some cells (run caches
+    need not outlive a sitting; the committed CSVs do). With `keep_larger`, an existing row whose value in
+    that column is larger stays (a paired test pooled over more seeds than this call could read back)."""
+    merged = {tuple(str(row[k]) for k in key): row for row in _read_csv(path)}
+    for row in rows:
+        index = tuple(str(row[k]) for k in key)
+        old = merged.get(index)
+        if keep_larger and old is not None and float(old[keep_larger]) > float(row[keep_larger]):
+            log(f"{path.name}: kept the committed row {index}, pooled over {old[keep_larger]} {keep_larger} "
+                f"(this call read back {row[keep_larger]})")
+            continue
+        merged[index] = row
+    return list(merged.values())
+
+
+def complete_cells(rows: list[dict], methods: list[str], protocols: tuple[str, ...]) -> int:
+    """Cells (dataset, backbone, seed) of the merged rows that have every method under every protocol."""
+    have: dict[tuple, set] = {}
+    for row in rows:
+        cell = (row["dataset"], row["backbone"], str(row["seed"]))
+        have.setdefault(cell, set()).add((row["method"], row["protocol"]))
+    wanted = set(itertools.product(methods, protocols))
+    return sum(wanted <= done for done in have.values())
+
+
+def merge_timing(path: Path, timing: dict) -> dict:
+    """This call's per-cell seconds merged into the committed timing file's, with the totals over all cells.
+    A file written before cells were itemised keeps its totals as `earlier_not_itemised`."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    earlier = old.get("earlier_not_itemised")
+    if old and "cells" not in old:
+        earlier = {k: old[k] for k in ("pairs_complete", "base_runs_seconds", "methods_seconds")}
+    cells = {**old.get("cells", {}), **timing["cells"]}
+    base = sum(c["base_runs_seconds"] for c in cells.values()) + (earlier or {}).get("base_runs_seconds", 0.0)
+    methods = sum(c["methods_seconds"] for c in cells.values()) + (earlier or {}).get("methods_seconds", 0.0)
+    merged = {**timing, "pairs_requested": max(timing["pairs_requested"], old.get("pairs_requested", 0)),
+              "base_runs_seconds": round(base, 1), "methods_seconds": round(methods, 1),
+              "total_seconds": round(base + methods, 1), "cells": dict(sorted(cells.items()))}
+    if earlier is not None:
+        merged["earlier_not_itemised"] = earlier
+    return merged
