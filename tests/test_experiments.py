@@ -87,6 +87,20 @@ def test_the_api_runs_the_grid_and_writes_its_page(tmp_path, monkeypatch):
     assert len(trained) == 3
 
 
+def test_outputs_merge_into_the_committed_rows(tmp_path):
+    def row(dataset, variant, value):
+        return {"dataset": dataset, "backbone": "sasrec", "variant": variant, "setting": "paper",
+                "protocol": "sampled", "seed": 0, "ndcg@5": value}
+
+    dynamic.write_outputs([row("ml-1m", "static", 0.4), row("ml-1m", "dynamic", 0.5)], "paper", tmp_path)
+    dynamic.write_outputs([row("beauty", "static", 0.2), row("ml-1m", "dynamic", 0.6)], "paper", tmp_path)
+    rows = runner.read_csv(tmp_path / "dynamic_paper.csv")
+    assert [(r["dataset"], r["variant"], float(r["ndcg@5"])) for r in rows] == [
+        ("ml-1m", "static", 0.4), ("ml-1m", "dynamic", 0.6), ("beauty", "static", 0.2)]  # kept, replaced, added
+    page = (tmp_path / "dynamic_paper.md").read_text()
+    assert "| ml-1m | sasrec | dynamic vs static | | +50.0% |" in page and "| beauty | sasrec | static | 1 |" in page
+
+
 def test_summary_reports_mean_std_and_relative_change():
     rows = [{"dataset": "d", "backbone": "b", "variant": v, "protocol": "sampled", "seed": s, "ndcg@5": x}
             for v, s, x in [("static", 0, 0.1), ("static", 1, 0.3), ("dynamic", 0, 0.3), ("dynamic", 1, 0.5)]]

@@ -10,7 +10,14 @@ import numpy as np
 
 from dynrec.checkpoint import atomic_write
 from dynrec.config import RunConfig
-from dynrec.experiments.runner import PAPER_SETTING, experiment_config, run_cached, run_directory, write_csv
+from dynrec.experiments.runner import (
+    PAPER_SETTING,
+    experiment_config,
+    merge_rows,
+    run_cached,
+    run_directory,
+    write_csv,
+)
 
 VARIANTS = {"static": [], "dynamic": ["model.dynamic=true"]}  # twins that differ by config overrides
 ON_STATIC = "dynamic-on-a"  # the generator trained on the static twin's frozen backbone (Table 3's model B(G))
@@ -114,7 +121,13 @@ def summary_markdown(rows: list[dict], protocol: str) -> str:
     return "\n".join(lines)
 
 
+ROW_KEY = ("dataset", "backbone", "variant", "setting", "protocol", "seed")
+
+
 def write_outputs(rows: list[dict], setting: str, out_dir: Path) -> None:
+    """Merge the rows into dynamic_<setting>.csv (rows of runs not read back this time are kept; see
+    runner.merge_rows) and render dynamic_<setting>.md from the merged rows."""
+    rows = merge_rows(out_dir / f"dynamic_{setting}.csv", rows, ROW_KEY)
     write_csv(out_dir / f"dynamic_{setting}.csv", rows)
     text = [f"# Static vs dynamic, {setting} setting", ""]
     for protocol in sorted({r["protocol"] for r in rows}):

@@ -12,7 +12,7 @@ from pathlib import Path
 from dynrec.checkpoint import atomic_write, wait_for_run
 from dynrec.config import RunConfig, load_config
 from dynrec.experiments.cache import payload_key
-from dynrec.train import RESULT, train
+from dynrec.train import RESULT, log, train
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository: configs/ lives here
 
@@ -85,3 +85,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV written by write_csv, empty cells left out; [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(f)]
+
+
+def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_larger: str | None = None) -> list[dict]:
+    """This call's rows, merged into the rows already in `path`: a row with the same `key` is replaced, the
+    others are kept, so results of an earlier sitting survive a call that covers only some cells (run caches
+    need not outlive a sitting; the committed CSVs do). With `keep_larger`, an existing row whose value in
+    that column is larger stays (a paired test pooled over more seeds than this call could read back)."""
+    merged = {tuple(str(row[k]) for k in key): row for row in read_csv(path)}
+    for row in rows:
+        index = tuple(str(row[k]) for k in key)
+        old = merged.get(index)
+        if keep_larger and old is not None and float(old[keep_larger]) > float(row[keep_larger]):
+            log(f"{path.name}: kept the committed row {index}, pooled over {old[keep_larger]} {keep_larger} "
+                f"(this call read back {row[keep_larger]})")
+            continue
+        merged[index] = row
+    return list(merged.values())

@@ -10,7 +10,6 @@ the paired tests never re-evaluate.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 import json
@@ -28,7 +27,7 @@ from dynrec.evaluate import PROTOCOLS, evaluate, public
 from dynrec.experiments.cache import payload_key, read_arrays, read_record, write_record
 from dynrec.experiments.dynamic import frozen_dynamic_config, twin_config
 from dynrec.experiments.methods import METHODS, Method, Pair, check_frozen_on
-from dynrec.experiments.runner import config_key, run_cached, run_directory, write_csv
+from dynrec.experiments.runner import config_key, merge_rows, run_cached, run_directory, write_csv
 from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
 from dynrec.machine import machine_info
 from dynrec.train import data_for, log
@@ -404,30 +403,6 @@ def reproduce_table(
     })
     write_json(out_dir / f"{name}_timing.json", timing)
     return timing
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_larger: str | None = None) -> list[dict]:
-    """This call's rows, merged into the rows already in `path`: a row with the same `key` is replaced, the
-    others are kept, so results of an earlier sitting survive a call that covers only some cells (run caches
-    need not outlive a sitting; the committed CSVs do). With `keep_larger`, an existing row whose value in
-    that column is larger stays (a paired test pooled over more seeds than this call could read back)."""
-    merged = {tuple(str(row[k]) for k in key): row for row in _read_csv(path)}
-    for row in rows:
-        index = tuple(str(row[k]) for k in key)
-        old = merged.get(index)
-        if keep_larger and old is not None and float(old[keep_larger]) > float(row[keep_larger]):
-            log(f"{path.name}: kept the committed row {index}, pooled over {old[keep_larger]} {keep_larger} "
-                f"(this call read back {row[keep_larger]})")
-            continue
-        merged[index] = row
-    return list(merged.values())
 
 
 def complete_cells(rows: list[dict], methods: list[str], protocols: tuple[str, ...]) -> int:
