@@ -1,8 +1,10 @@
-"""Cached experiment runs: the cache key, reuse without retraining, and the seed summary."""
+"""Cached experiment runs: the cache key, reuse without retraining, the seed summary, and outputs merged into
+the committed rows one worker at a time."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,18 @@ def test_outputs_merge_into_the_committed_rows(tmp_path):
         ("ml-1m", "static", 0.4), ("ml-1m", "dynamic", 0.6), ("beauty", "static", 0.2)]  # kept, replaced, added
     page = (tmp_path / "dynamic_paper.md").read_text()
     assert "| ml-1m | sasrec | dynamic vs static | | +50.0% |" in page and "| beauty | sasrec | static | 1 |" in page
+
+
+def test_a_worker_waits_while_another_merges_into_the_same_outputs(tmp_path):
+    row = {"dataset": "ml-1m", "backbone": "sasrec", "variant": "static", "setting": "paper", "protocol": "sampled",
+           "seed": 0, "ndcg@5": 0.4}
+    with runner.outputs_lock(tmp_path):  # as if another worker were merging
+        writer = threading.Thread(target=dynamic.write_outputs, args=([row], "paper", tmp_path))
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive() and not (tmp_path / "dynamic_paper.csv").exists()
+    writer.join(timeout=10)
+    assert not writer.is_alive() and len(runner.read_csv(tmp_path / "dynamic_paper.csv")) == 1
 
 
 def test_summary_reports_mean_std_and_relative_change():

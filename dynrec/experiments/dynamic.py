@@ -14,6 +14,7 @@ from dynrec.experiments.runner import (
     PAPER_SETTING,
     experiment_config,
     merge_rows,
+    outputs_lock,
     run_cached,
     run_directory,
     write_csv,
@@ -127,9 +128,10 @@ ROW_KEY = ("dataset", "backbone", "variant", "setting", "protocol", "seed")
 def write_outputs(rows: list[dict], setting: str, out_dir: Path) -> None:
     """Merge the rows into dynamic_<setting>.csv (rows of runs not read back this time are kept; see
     runner.merge_rows) and render dynamic_<setting>.md from the merged rows."""
-    rows = merge_rows(out_dir / f"dynamic_{setting}.csv", rows, ROW_KEY)
-    write_csv(out_dir / f"dynamic_{setting}.csv", rows)
-    text = [f"# Static vs dynamic, {setting} setting", ""]
-    for protocol in sorted({r["protocol"] for r in rows}):
-        text += [f"## {protocol} protocol (test)", "", summary_markdown(rows, protocol), ""]
-    atomic_write(out_dir / f"dynamic_{setting}.md", lambda tmp: tmp.write_text("\n".join(text)))
+    with outputs_lock(out_dir):  # another worker may be merging into the same file
+        rows = merge_rows(out_dir / f"dynamic_{setting}.csv", rows, ROW_KEY)
+        write_csv(out_dir / f"dynamic_{setting}.csv", rows)
+        text = [f"# Static vs dynamic, {setting} setting", ""]
+        for protocol in sorted({r["protocol"] for r in rows}):
+            text += [f"## {protocol} protocol (test)", "", summary_markdown(rows, protocol), ""]
+        atomic_write(out_dir / f"dynamic_{setting}.md", lambda tmp: tmp.write_text("\n".join(text)))

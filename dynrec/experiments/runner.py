@@ -5,8 +5,11 @@ trainer state) and can be spread over several sittings."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dynrec.checkpoint import atomic_write, wait_for_run
@@ -85,6 +88,22 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
+
+
+OUTPUTS_LOCK = ".dynrec-outputs.lock"
+
+
+@contextmanager
+def outputs_lock(out_dir: Path) -> Iterator[None]:
+    """Hold out_dir's committed outputs while one process reads, merges and writes them: workers that share
+    an out_dir take turns, so none writes over rows another has just merged. Released on exit, killed or not."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / OUTPUTS_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the other worker is done
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -27,7 +27,14 @@ from dynrec.evaluate import PROTOCOLS, evaluate, public
 from dynrec.experiments.cache import payload_key, read_arrays, read_record, write_record
 from dynrec.experiments.dynamic import frozen_dynamic_config, twin_config
 from dynrec.experiments.methods import METHODS, Method, Pair, check_frozen_on
-from dynrec.experiments.runner import config_key, merge_rows, run_cached, run_directory, write_csv
+from dynrec.experiments.runner import (
+    config_key,
+    merge_rows,
+    outputs_lock,
+    run_cached,
+    run_directory,
+    write_csv,
+)
 from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
 from dynrec.machine import machine_info
 from dynrec.train import data_for, log
@@ -386,22 +393,23 @@ def reproduce_table(
                                                                 for r in evaluated.records.values())
         cell_seconds[f"{Path(dataset).name}/{backbone}/{seed}"] = {
             "base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
-    rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
-    write_csv(out_dir / f"{name}.csv", rows)
-    tests = merge_rows(out_dir / f"{name}_tests.csv", paired_tests(name, cells, ctx.protocols, ctx.root), TEST_KEY,
-                       keep_larger="seeds")
-    write_csv(out_dir / f"{name}_tests.csv", tests)
-    timing = merge_timing(out_dir / f"{name}_timing.json", {
-        "table": name, "title": table.title, "budget": ctx.budget.name,
-        "pairs_complete": complete_cells(rows, wanted, ctx.protocols),
-        "pairs_requested": len(datasets) * len(backbones) * len(seeds),
-        "cells": cell_seconds,
-        "wall_seconds_this_call": round(time.perf_counter() - started, 1),
-        "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
-                "another table (model A in every table) count in each",
-        "machine": machine_info(),
-    })
-    write_json(out_dir / f"{name}_timing.json", timing)
+    tested = paired_tests(name, cells, ctx.protocols, ctx.root)
+    with outputs_lock(out_dir):  # another worker may be merging into the same files
+        rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
+        write_csv(out_dir / f"{name}.csv", rows)
+        tests = merge_rows(out_dir / f"{name}_tests.csv", tested, TEST_KEY, keep_larger="seeds")
+        write_csv(out_dir / f"{name}_tests.csv", tests)
+        timing = merge_timing(out_dir / f"{name}_timing.json", {
+            "table": name, "title": table.title, "budget": ctx.budget.name,
+            "pairs_complete": complete_cells(rows, wanted, ctx.protocols),
+            "pairs_requested": len(datasets) * len(backbones) * len(seeds),
+            "cells": cell_seconds,
+            "wall_seconds_this_call": round(time.perf_counter() - started, 1),
+            "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
+                    "another table (model A in every table) count in each",
+            "machine": machine_info(),
+        })
+        write_json(out_dir / f"{name}_timing.json", timing)
     return timing
 
 
