@@ -1,11 +1,18 @@
-"""Describe the machine a result was measured on, so every figure says where it came from."""
+"""Describe the machine and the code a result was measured with, so every figure says where it came from."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 import torch
+
+import dynrec
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when dynrec runs from one
 
 
 def cpu_model() -> str:
@@ -19,7 +26,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@functools.cache
+def code_version() -> dict:
+    """dynrec's version, and when it runs from a git checkout the commit and whether dynrec/ has uncommitted
+    changes: a cached run keeps the code it was trained with, which may be older than the checkout's."""
+    info: dict = {"version": dynrec.__version__}
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip()
+
+        info["commit"] = git("rev-parse", "HEAD")
+        info["dirty"] = bool(git("status", "--porcelain", "--", "dynrec"))
+    except (OSError, subprocess.SubprocessError):  # not a checkout, or no git: the version alone
+        pass
+    return info
+
+
 def machine_info() -> dict:
+    """The CPU, cores, threads, torch and Python versions, the platform, the GPU if any, and dynrec's code."""
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -30,4 +55,5 @@ def machine_info() -> dict:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    info["dynrec"] = code_version()
     return info

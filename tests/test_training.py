@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import dynrec
+from dynrec import machine
 from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint, wait_for_run
 from dynrec.config import load_config
 from dynrec.data.preprocess import build_sequences
@@ -61,6 +64,17 @@ def test_models_learn_the_cyclic_pattern(tmp_path, cyclic_file, model, mode, los
     expected = per_user.sum() if mode == "window" else np.minimum(per_user, window).sum()
     assert result["training_targets"] == expected
     assert result["training_rows"] == (expected if mode == "window" else data.n_users)
+
+
+def test_results_record_the_code_they_were_made_with():
+    info = machine.machine_info()["dynrec"]
+    assert info["version"] == dynrec.__version__
+    checkout = Path(dynrec.__file__).resolve().parent.parent
+    if shutil.which("git") and (checkout / ".git").exists():
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert info["commit"] == head and len(head) == 40
+        assert isinstance(info["dirty"], bool)
 
 
 def test_covering_the_whole_history_trains_on_every_target(tmp_path, cyclic_file):
