@@ -12,8 +12,10 @@ head [64]; random weights, or the trained checkpoints given with --checkpoints) 
 the head and over every tensor; only the fusion itself is timed (reading and writing files are not).
 Breakdown: the online layer's parts at batch 256, and single elementwise passes over one layer's weights.
 
-With --repeats R the online measurement runs R times in a row and `online_repeats` keeps every repeat's
-ratios with their spread: on a shared VM one run's ratio can move by 0.2 from the next one's.
+With --repeats R the online measurement runs R times in a row, each in a fresh process, and `online_repeats`
+keeps every repeat's ratios with their spread: on this VM the batch-256 ratio of one process can differ by
+0.2 from the next one's (the allocator's state decides how many page faults each variant's temporaries
+cost), so a single process's figure says less than the spread over processes.
 
     python benchmarks/cki_cost.py [--rounds 15] [--repeats 1] [--checkpoints A B] [--out ...cki_cost.json]
 """
@@ -21,6 +23,7 @@ ratios with their spread: on a shared VM one run's ratio can move by 0.2 from th
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
@@ -84,6 +87,12 @@ def online(rounds: int) -> dict:
             "throughput": round(report["dynamic"]["b256_ms"] / report[name]["b256_ms"], 3),
             "latency": round(report[name]["b1_ms"] / report["dynamic"]["b1_ms"], 3)}
     return report
+
+
+def in_fresh_process(fn: Callable[[int], dict], rounds: int) -> dict:
+    """fn(rounds) in a new interpreter (spawned), so no repeat inherits another's heap."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, (rounds,))
 
 
 def spread(repeats: list[dict]) -> dict:
@@ -164,7 +173,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/cki_cost.json"))
     parser.add_argument("--repeats", type=int, default=1, help="online measurements in a row (their spread)")
     args = parser.parse_args()
-    repeats = sorted((online(args.rounds) for _ in range(args.repeats)),
+    repeats = sorted((in_fresh_process(online, args.rounds) for _ in range(args.repeats)),
                      key=lambda r: r["online_cki_soft"]["throughput_vs_dynamic"])
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
