@@ -377,11 +377,10 @@ def reproduce_table(
     rows, cells, cell_seconds = [], {}, {}
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         pair, base_seconds = open_pair(table, dataset, backbone, seed, ctx)
-        method_seconds = 0.0
+        cell, method_seconds = f"{Path(dataset).name}/{backbone}/{seed}", 0.0
         if pair is None:
             if base_seconds:  # one base run done, the other not yet
-                cell_seconds[f"{Path(dataset).name}/{backbone}/{seed}"] = {
-                    "base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
+                cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
             continue
         for method in wanted:
             evaluated = evaluate_method(pair, method, ctx)
@@ -391,8 +390,7 @@ def reproduce_table(
             rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks)
             method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
                                                                 for r in evaluated.records.values())
-        cell_seconds[f"{Path(dataset).name}/{backbone}/{seed}"] = {
-            "base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
+        cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
     tested = paired_tests(name, cells, ctx.protocols, ctx.root)
     with outputs_lock(out_dir):  # another worker may be merging into the same files
         rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)

@@ -39,10 +39,10 @@ def entropy_gaps(
     joins the layers and counts that no longer fit the cache cost more than the extra call)."""
     if static_entropies is None:
         static_entropies = [histogram_entropy(static.reshape(1, -1), bins)[0] for static, _ in pairs]
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}  # ("size", n): same-sized small layers together; ("layer", i): alone
     for index, (static, generated) in enumerate(pairs):
         small = generated.numel() * 2 <= SMALL_BATCH_VALUES  # two layers of this size still fit
-        groups.setdefault(static.numel() if small else -1 - index, []).append(index)
+        groups.setdefault(("size", static.numel()) if small else ("layer", index), []).append(index)
     gaps: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     for members in groups.values():
         rows = [pairs[i][1].reshape(len(pairs[i][1]), -1) for i in members]
