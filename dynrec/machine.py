@@ -57,3 +57,16 @@ def machine_info() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
     info["dynrec"] = code_version()
     return info
+
+
+def trained_with(*results: dict) -> str:
+    """The dynrec commit(s) that wrote these run results, short and '+'-joined when they differ ('-dirty' for
+    uncommitted changes under dynrec/, 'unrecorded' for results older than code_version): rows name it so
+    numbers from different code stay told apart."""
+    names: list[str] = []
+    for result in results:
+        code = result.get("machine", {}).get("dynrec", {})
+        name = f"{code['commit'][:8]}{'-dirty' if code.get('dirty') else ''}" if "commit" in code else "unrecorded"
+        if name not in names:
+            names.append(name)
+    return "+".join(names)

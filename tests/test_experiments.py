@@ -60,6 +60,7 @@ def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_
     static_dir = next(tmp_path.glob("ml-1m-sasrec-paper-static-s0-*"))
     assert trained == [(False, False, None), (True, True, str(static_dir))]
     assert [r["variant"] for r in rows] == ["static", "dynamic-on-a"]
+    assert {r["trained_with"] for r in rows} == {"unrecorded"}  # these fake results do not name their code
     assert "| ml-1m | sasrec | dynamic-on-a vs static | | +0.0% |" in dynamic.summary_markdown(rows, "sampled")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynrec import api, cli
+from dynrec import api, cli, machine
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.errors import ConfigError, FusionError
 from dynrec.experiments import dynamic, methods, paper, report, runner, tables
@@ -123,6 +123,7 @@ def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
         (m, p) for m in tables.TABLES["table1"].methods for p in ("full", "sampled")}
     assert {r["budget"] for r in rows} == {"quick"}
     assert all(r["selected_on"] == "valid sampled ndcg@10" for r in rows)
+    assert {r["trained_with"] for r in rows} == {machine.trained_with({"machine": machine.machine_info()})}
     tests = _rows(out / "table1_tests.csv")
     assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
     assert {t["versus_method"] for t in tests if t["versus"] == "best-single"} <= {"model-a", "model-b"}
@@ -280,6 +281,17 @@ def test_report_cells_and_empty_test_tables():
     assert report.tests_table(tests, "full") == [report.NOT_RUN + "."]
     header, separator, *rows = report.target_check(tests)
     assert header.count("|") == separator.count("|") == rows[0].count("|") == 9
+
+
+def test_the_report_names_the_code_behind_each_cell():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"dataset": "d", "backbone": "b", "trained_with": "aaaaaaaa+bbbbbbbb"},
+                         {"dataset": "d", "backbone": "b", "trained_with": "aaaaaaaa"},
+                         {"dataset": "d", "backbone": "c", "trained_with": None}])
+    assert report.code_table(rows)[2:] == ["| d | b | aaaaaaaa, bbbbbbbb |", "| d | c | unrecorded |"]
+    assert report.code_table(rows.drop(columns="trained_with"))[2:] == ["| d | b | unrecorded |",
+                                                                        "| d | c | unrecorded |"]
 
 
 def test_compatibility_rows_come_from_the_files_with_matching_columns(tmp_path):

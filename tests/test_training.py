@@ -77,6 +77,14 @@ def test_results_record_the_code_they_were_made_with():
         assert isinstance(info["dirty"], bool)
 
 
+def test_rows_name_the_commits_that_trained_them():
+    clean = {"machine": {"dynrec": {"version": "0", "commit": "a" * 40, "dirty": False}}}
+    dirty = {"machine": {"dynrec": {"version": "0", "commit": "b" * 40, "dirty": True}}}
+    assert machine.trained_with(clean, clean) == "aaaaaaaa"
+    assert machine.trained_with(clean, dirty) == "aaaaaaaa+bbbbbbbb-dirty"
+    assert machine.trained_with({"machine": {}}, clean) == "unrecorded+aaaaaaaa"
+
+
 def test_covering_the_whole_history_trains_on_every_target(tmp_path, cyclic_file):
     data = build_sequences(read_interactions(cyclic_file), "cyclic")
     per_user = data.split_end("train") - data.offsets[:-1] - 1

@@ -19,6 +19,7 @@ from dynrec.experiments.runner import (
     run_directory,
     write_csv,
 )
+from dynrec.machine import trained_with
 
 VARIANTS = {"static": [], "dynamic": ["model.dynamic=true"]}  # twins that differ by config overrides
 ON_STATIC = "dynamic-on-a"  # the generator trained on the static twin's frozen backbone (Table 3's model B(G))
@@ -92,7 +93,8 @@ def static_vs_dynamic(
                         rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
                                      "setting": setting, "protocol": protocol, "seed": seed,
                                      **{m: metrics.get(m) for m in METRICS if m in metrics},
-                                     "epochs": result["epochs"], "seconds_per_epoch": result["seconds_per_epoch"]})
+                                     "epochs": result["epochs"], "seconds_per_epoch": result["seconds_per_epoch"],
+                                     "trained_with": trained_with(result)})
     return rows
 
 

@@ -47,6 +47,7 @@ class Pair:
     root: Path  # where runs derived from the pair are cached (Table 4's extra epoch)
     name: str  # <dataset>-<backbone>-s<seed>, for file names
     progress: bool = False
+    trained_with: str = ""  # the dynrec commit(s) that trained A and B (machine.trained_with)
 
     @property
     def online(self) -> bool:

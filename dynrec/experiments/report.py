@@ -193,6 +193,18 @@ def timing_table(timings: dict[str, dict | None]) -> list[str]:
     return lines
 
 
+def code_table(rows: pd.DataFrame) -> list[str]:
+    """Which dynrec commit(s) trained each cell's base runs (the `trained_with` column; rows written before it
+    existed, or by runs older than code_version, say unrecorded): numbers from different code stay apart."""
+    code = rows["trained_with"] if "trained_with" in rows else pd.Series("unrecorded", index=rows.index)
+    code = code.fillna("unrecorded").astype(str)
+    lines = ["| dataset | backbone | base runs trained with (dynrec commit) |", "|---|---|---|"]
+    for (dataset, backbone), group in code.groupby([rows["dataset"], rows["backbone"]]):
+        names = sorted({name for value in group for name in value.split("+")})
+        lines.append(f"| {dataset} | {backbone} | {', '.join(names)} |")
+    return lines
+
+
 def bar_chart(name: str, rows: pd.DataFrame, path: Path) -> None:
     """Grouped bars per dataset (sampled protocol, test): one group per backbone, mean ± std over seeds, and a
     hatched group with the paper's published figures where it has them."""
@@ -347,5 +359,9 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
             if name == "table3":
                 text += ["### The issue's target: CKI above A, B(G), averaging and ensemble, p < 0.05 (both tests)", "",
                          *target_check(tests), "", *compatibility_section(out_dir, link)]
+        if rows is not None:
+            text += ["", "### Code", "", "The dynrec commit(s) that trained each cell's base runs, over its seeds. "
+                     "Unrecorded: the row, or its runs, predate this record (`--cached-only` fills it in from "
+                     "cached runs that name their code).", "", *code_table(rows)]
     atomic_write(report, lambda tmp: tmp.write_text("\n".join(text).rstrip() + "\n"))
     return report

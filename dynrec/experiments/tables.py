@@ -36,7 +36,7 @@ from dynrec.experiments.runner import (
     write_csv,
 )
 from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
-from dynrec.machine import machine_info
+from dynrec.machine import machine_info, trained_with
 from dynrec.train import data_for, log
 
 DATASETS = ("ml-1m", "beauty", "douban-book", "douban-music")
@@ -170,7 +170,8 @@ def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context
     (cfg_a, _), (cfg_b, _) = runs
     dirs = (Path(cfg_a.out_dir), Path(cfg_b.out_dir))
     pair = Pair(load_checkpoint(dirs[0])[0], load_checkpoint(dirs[1])[0], dirs, (config_key(cfg_a), config_key(cfg_b)),
-                cfg_a, ctx.data(cfg_a), ctx.root, f"{Path(dataset).name}-{backbone}-s{seed}", ctx.progress)
+                cfg_a, ctx.data(cfg_a), ctx.root, f"{Path(dataset).name}-{backbone}-s{seed}", ctx.progress,
+                trained_with(*results))
     if pair.online:
         check_frozen_on(pair.a, pair.b)
     return pair, seconds
@@ -288,9 +289,9 @@ def metric_columns(ks: list[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")] + ["auc", "uauc"]
 
 
-def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int]) -> list[dict]:
-    """One CSV row per protocol: test metrics, the validation score that selected the method, its options
-    and the seconds its selection and evaluation took."""
+def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int], code: str = "") -> list[dict]:
+    """One CSV row per protocol: test metrics, the validation score that selected the method, its options,
+    the seconds its selection and evaluation took, and the commit(s) that trained the base runs (`code`)."""
     dataset, backbone, seed = cell
     rows = []
     for protocol, record in evaluated.records.items():
@@ -300,7 +301,7 @@ def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: li
                      "selected_on": f"valid {selection['protocol']} {selection['metric']}",
                      "valid_score": selection["value"], "options": _options_text(record["options"]),
                      "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
-                     "budget": record["budget"]})
+                     "budget": record["budget"], "trained_with": code})
     return rows
 
 
@@ -387,7 +388,7 @@ def reproduce_table(
             if evaluated is None:
                 continue
             cells[dataset, backbone, seed, method] = evaluated
-            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks)
+            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks, pair.trained_with)
             method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
                                                                 for r in evaluated.records.values())
         cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
