@@ -54,6 +54,25 @@ def test_batched_splice_equals_the_generic_splice_sample_by_sample(hard):
         assert torch.allclose(share[i], used[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_hard_splicing_into_the_generated_temporary_gives_the_same_weights(tie):
+    g = torch.Generator().manual_seed(4)
+    static = torch.randn(6, 5, generator=g)
+    generated = static + torch.randn(4, 6, 5, generator=g) * torch.tensor([0.1, 2.0, 0.1, 2.0])[:, None, None]
+    if tie:
+        generated[3] = static  # equal entropies: position by position, so no rows to overwrite
+    expected, expected_map = splice_per_sample(static, generated, hard=True)
+    temporary = generated.clone()
+    with torch.no_grad():
+        spliced, share = splice_per_sample(static, temporary, hard=True, reuse=True)
+    assert torch.equal(spliced, expected) and torch.equal(share, expected_map)
+    assert (spliced.data_ptr() == temporary.data_ptr()) != tie  # written in place unless a tie needs a new one
+    assert 0 < share[:, 0, 0].sum() < len(generated)  # some samples take the static head, some their own
+    untouched = generated.clone()
+    splice_per_sample(static, generated, hard=True, reuse=True)  # with a graph allowed, never in place
+    assert torch.equal(generated, untouched)
+
+
 @pytest.mark.parametrize("learned", [False, True])
 @pytest.mark.parametrize("hard", [False, True])
 def test_the_in_place_inference_splice_is_bit_identical_to_the_differentiable_one(hard, learned):

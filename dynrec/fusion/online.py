@@ -60,10 +60,12 @@ def splice_per_sample(
     local: LocalFn | None = None,
     global_: GlobalFn | None = None,
     gap: torch.Tensor | None = None,
+    reuse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CKI of a static (in, out) and per-sample (B, in, out) weights -> spliced (B, in, out) and the map
     V(generated) (B, in, out); V(static) = 1 - map. Model 0 is the static one, model 1 the generated.
-    `gap` is E(W_i) - E(W0) when already computed (see entropy_gaps)."""
+    `gap` is E(W_i) - E(W0) when already computed (see entropy_gaps). With `reuse` (no graph needed),
+    hard splicing may write its result into `generated`, the caller's temporary, instead of a new tensor."""
     gap = entropy_gaps([(static, generated)], bins)[0] if gap is None else gap  # (B, 1, 1)
     if hard and local is None:
         # One symmetric local term v > 0 for both models, and V = g (1 - exp(-g v)) grows with g: the model
@@ -71,6 +73,9 @@ def splice_per_sample(
         wins = gap > 0  # (B, 1, 1): whole tensors, unless entropies tie
         if bool((gap == 0).any()):
             wins = wins | ((gap == 0) & (generated > static))  # (B, in, out)
+        elif reuse and not torch.is_grad_enabled():  # whole samples: overwrite the losers' rows only
+            generated[~wins.view(-1)] = static
+            return generated, wins.to(generated.dtype).expand_as(generated)
         return torch.where(wins, generated, static), wins.to(generated.dtype).expand_as(generated)
     delta = generated - static  # (B, in, out)
     distance = delta.abs()
@@ -120,13 +125,13 @@ class OnlineCKI(OnlineMerge):
             self._static_entropies[index] = cached
         return cached[1]
 
-    def merge_weights(self, pairs: Pairs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def merge_weights(self, pairs: Pairs, reuse: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """CKI per sample and layer (see entropy_gaps for the histogram calls); the maps are V(generated)."""
         gaps = entropy_gaps(pairs, self.bins, [self.static_entropy(i, static) for i, (static, _) in enumerate(pairs)])
         weights, maps = [], []
         for index, ((static, generated), gap) in enumerate(zip(pairs, gaps, strict=True)):
             learned = self.compatibility.functions(f"layer{index}") if self.compatibility is not None else (None, None)
-            spliced, share = splice_per_sample(static, generated, self.bins, self.hard, *learned, gap=gap)
+            spliced, share = splice_per_sample(static, generated, self.bins, self.hard, *learned, gap=gap, reuse=reuse)
             weights.append(spliced)
             maps.append(share)
         return weights, maps

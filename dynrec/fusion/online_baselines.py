@@ -57,7 +57,7 @@ class OnlineBaseline(OnlineMerge):
                               f"(its options: {', '.join(allowed) or 'none'})")
         self.method, self.options = method, options
 
-    def merge_weights(self, pairs: Pairs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def merge_weights(self, pairs: Pairs, reuse: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         merged = [merge_per_sample(self.method, static, generated, layer, **self.options)
                   for layer, (static, generated) in enumerate(pairs)]
         return [weight for weight, _ in merged], [share for _, share in merged if share is not None]

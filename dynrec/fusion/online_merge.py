@@ -44,24 +44,27 @@ class OnlineMerge(Recommender):
     def item_emb(self) -> nn.Embedding:  # type: ignore[override]
         return self.model.item_emb
 
-    def merge_weights(self, pairs: Pairs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per layer, the merged weights (B, in, out) of (static, generated) pairs, and the maps (possibly [])."""
+    def merge_weights(self, pairs: Pairs, reuse: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer, the merged weights (B, in, out) of (static, generated) pairs, and the maps (possibly []).
+        With `reuse`, a merge may write into the generated tensors (temporaries of the caller's)."""
         raise NotImplementedError
 
-    def splice(self, generated: Weights) -> tuple[Weights, list[torch.Tensor]]:
-        """Per-sample weights of every head layer merged with the static head; returns (weights, maps)."""
+    def splice(self, generated: Weights, reuse: bool = False) -> tuple[Weights, list[torch.Tensor]]:
+        """Per-sample weights of every head layer merged with the static head; returns (weights, maps). With
+        `reuse`, `generated` is a temporary the merge may overwrite (scoring passes its own, without a graph)."""
         pairs = [(static, dense(weight)) for (static, _), (weight, _) in
                  zip(self.model.backbone.head.static_weights(), generated, strict=True)]
-        merged, maps = self.merge_weights(pairs)
+        merged, maps = self.merge_weights(pairs, reuse)
         self.last_maps = [m.detach() for m in maps]
         return [(weight, bias) for weight, (_, bias) in zip(merged, generated, strict=True)], maps
 
     def _features_and_weights(self, seq: torch.Tensor) -> tuple[torch.Tensor | None, Weights]:
         """The backbone's last features (dot-product backbones; computed once) and the merged weights."""
+        reuse = not torch.is_grad_enabled()  # the generated weights are this call's own temporaries
         if not isinstance(self.model.backbone, DotProductRecommender):
-            return None, self.splice(self.model.generate(seq))[0]
+            return None, self.splice(self.model.generate(seq), reuse)[0]
         features = self.model.backbone.last_features(seq)  # (B, d)
-        return features, self.splice(self.model.generate(seq, features))[0]
+        return features, self.splice(self.model.generate(seq, features), reuse)[0]
 
     def score_candidates(self, seq, candidates, weights=None):
         if weights is not None:  # explicit weights are used as given, without merging
