@@ -4,8 +4,9 @@ so a tuning decision cites committed numbers:
     python scripts/tuning_curves.py --out docs/results/ml-1m_sasrec_tuning \
         LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
-Reads each run's result.json when it exists, else its trainer state (the history so far). Writes OUT.json
-(label, run dir, config, history, test metrics when finished) and OUT.md (validation metric by epoch).
+Reads each run's result.json when it exists, else its trainer state (the history so far); a run whose
+directory is gone (run caches need not outlive a sitting) is kept as OUT.json last recorded it. Writes
+OUT.json (label, run dir, config, history, test metrics when finished) and OUT.md (validation metric by epoch).
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ def read_run(label: str, run_dir: Path) -> dict:
     state = load_state(run_dir / STATE)
     return {"label": label, "run_dir": str(run_dir), "finished": False, "config": state["config"],
             "history": state["history"]}
+
+
+def collect(pairs: list[tuple[str, Path]], recorded: list[dict]) -> list[dict]:
+    """Each (label, run dir) read from its directory, or from `recorded` (the previous OUT.json's runs) when
+    the directory has neither a result nor a trainer state."""
+    earlier = {(r["label"], r["run_dir"]): r for r in recorded}
+    runs = []
+    for label, run_dir in pairs:
+        if (run_dir / RESULT).is_file() or (run_dir / STATE).is_file():
+            runs.append(read_run(label, run_dir))
+        elif (label, str(run_dir)) in earlier:
+            runs.append(earlier[label, str(run_dir)])
+        else:
+            raise SystemExit(f"{run_dir}: no {RESULT} or {STATE}, and the output JSON has no run {label!r} there")
+    return runs
 
 
 def markdown(runs: list[dict]) -> str:
@@ -62,8 +78,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="Markdown paragraph placed under the header")
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     args = parser.parse_args()
-    runs = [read_run(label, Path(path)) for label, _, path in (r.partition("=") for r in args.runs)]
     out = Path(args.out)
+    recorded = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").is_file() else []
+    runs = collect([(label, Path(path)) for label, _, path in (r.partition("=") for r in args.runs)], recorded)
     write_json(out.with_suffix(".json"), {"runs": runs})
     command = " ".join(["python scripts/tuning_curves.py", "--out", args.out, *(["--note ..."] if args.note else []),
                         *(f'"{r}"' for r in args.runs)])

@@ -245,3 +245,12 @@ def test_length_batching_groups_similar_lengths_and_random_batching_does_not(cyc
         return float(torch.stack([lengths[b].max() - lengths[b].min() for b in batches]).mean())
 
     assert spread(True) <= 1.0 < spread(False)
+
+
+def test_tuning_curves_keep_runs_whose_directories_are_gone(tmp_path):
+    from scripts.tuning_curves import collect
+
+    kept = {"label": "old", "run_dir": str(tmp_path / "gone"), "finished": True, "history": [{"epoch": 1}]}
+    assert collect([("old", tmp_path / "gone")], [kept]) == [kept]
+    with pytest.raises(SystemExit, match=r"gone: no result\.json"):
+        collect([("renamed", tmp_path / "gone")], [kept])
