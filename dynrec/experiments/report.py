@@ -182,14 +182,20 @@ def target_check(tests: pd.DataFrame) -> list[str]:
 
 
 def timing_table(timings: dict[str, dict | None]) -> list[str]:
-    lines = ["| table | pairs complete | base runs | fusion, selection and evaluation | total |", "|---" * 5 + "|"]
+    """Hours per table from its itemised cells, and apart from them the totals an earlier sitting recorded
+    before cells were itemised (they may include cells recomputed since, so the two are not added up)."""
+    lines = ["| table | pairs complete | base runs | fusion, selection and evaluation | total | earlier sittings, "
+             "not itemised |", "|---" * 6 + "|"]
     for name, timing in timings.items():
         if timing is None:
-            lines.append(f"| {name} | {NOT_RUN} | | | |")
+            lines.append(f"| {name} | {NOT_RUN} | | | | |")
             continue
         hours = [f"{timing[k] / 3600:.2f} h" for k in ("base_runs_seconds", "methods_seconds", "total_seconds")]
+        earlier = timing.get("earlier_not_itemised")
+        before = (f"{(earlier['base_runs_seconds'] + earlier['methods_seconds']) / 3600:.2f} h "
+                  f"({earlier['pairs_complete']} pairs)" if earlier else "")
         done = f"{timing['pairs_complete']} / {timing['pairs_requested']}"
-        lines.append(f"| {name} | {done} | " + " | ".join(hours) + " |")
+        lines.append(f"| {name} | {done} | " + " | ".join(hours) + f" | {before} |")
     return lines
 
 
@@ -337,9 +343,11 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
              f"exists) into `{out_dir}/`; this page is rendered from those files alone by `dynrec reproduce report`. "
              "Cells without results say \"not run yet\".", "", *_method_notes(), "", "## Time per table", "",
              *timing_table({name: t for name, (_, _, t) in loaded.items()}), "",
-             "Seconds as recorded when each part was computed (all sittings); base runs shared between tables count "
-             "in each. " + (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-                            f"{machine['torch_threads']} thread(s) for evaluation." if machine else "")]
+             "Seconds as recorded when each part was computed, summed over the cells each table itemises; base runs "
+             "shared between tables count in each. The last column holds what sittings before per-cell records "
+             "logged as one total: it may include cells recomputed (and itemised) since, so it is not added in. "
+             + (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+                f"{machine['torch_threads']} thread(s) for evaluation." if machine else "")]
     for name, (rows, tests, _) in loaded.items():
         text += ["", f"## {TABLES[name].title}", "", *([TABLE_NOTES[name], ""] if name in TABLE_NOTES else [])]
         if rows is not None:

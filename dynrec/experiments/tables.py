@@ -424,14 +424,15 @@ def complete_cells(rows: list[dict], methods: list[str], protocols: tuple[str, .
 
 def merge_timing(path: Path, timing: dict) -> dict:
     """This call's per-cell seconds merged into the committed timing file's, with the totals over all cells.
-    A file written before cells were itemised keeps its totals as `earlier_not_itemised`."""
+    A file written before cells were itemised keeps its totals apart as `earlier_not_itemised`: they may cover
+    cells recomputed since, so they are not added to the totals."""
     old = json.loads(path.read_text()) if path.is_file() else {}
     earlier = old.get("earlier_not_itemised")
     if old and "cells" not in old:
         earlier = {k: old[k] for k in ("pairs_complete", "base_runs_seconds", "methods_seconds")}
     cells = {**old.get("cells", {}), **timing["cells"]}
-    base = sum(c["base_runs_seconds"] for c in cells.values()) + (earlier or {}).get("base_runs_seconds", 0.0)
-    methods = sum(c["methods_seconds"] for c in cells.values()) + (earlier or {}).get("methods_seconds", 0.0)
+    base = sum(c["base_runs_seconds"] for c in cells.values())
+    methods = sum(c["methods_seconds"] for c in cells.values())
     merged = {**timing, "pairs_requested": max(timing["pairs_requested"], old.get("pairs_requested", 0)),
               "base_runs_seconds": round(base, 1), "methods_seconds": round(methods, 1),
               "total_seconds": round(base + methods, 1), "cells": dict(sorted(cells.items()))}
