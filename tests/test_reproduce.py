@@ -237,6 +237,11 @@ def test_quick_end_to_end_from_the_command_line(table1, capsys):
     assert report.QUICK_BANNER in text
     assert "## Table 4" in text and "p bootstrap" in text and "## Time per table" in text
     assert f"![table1]({Path('table1_sampled.png')})" in text  # charts linked relative to the page
+    assert "## Discussion" not in text and "discussion closes" not in text  # none written for this out_dir
+    (out / report.DISCUSSION).write_text("CKI tracks averaging here.\n")
+    text = report.render(out, out / "results.md").read_text()
+    assert text.endswith("## Discussion: where CKI wins, where it does not, and why\n\nCKI tracks averaging here.\n")
+    assert "The discussion closes the page." in text
 
 
 def test_missing_cells_say_not_run_yet(tmp_path):

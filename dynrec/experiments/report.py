@@ -26,6 +26,7 @@ ALPHA = 0.05
 QUICK_BANNER = ("> **QUICK SMOKE RUN: these numbers are not results.** A tiny budget (2 epochs, ml-100k's configs) "
                 "that only checks the pipeline end to end.")
 NOT_RUN = "not run yet"
+DISCUSSION = "discussion.md"  # in out_dir: the page's closing discussion, when there is one
 TABLE_NOTES = {  # why a table is built the way it is: figures measured with an earlier build, not in these CSVs
     "table1": (
         "Model B is the static run of seed s + 100, so it starts from its own random initialisation as well as its "
@@ -341,7 +342,9 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
         text += [QUICK_BANNER, ""]
     text += ["Produced by `dynrec reproduce all` (cached: an interrupted run resumes; `--cached-only` renders what "
              f"exists) into `{out_dir}/`; this page is rendered from those files alone by `dynrec reproduce report`. "
-             "Cells without results say \"not run yet\".", "", *_method_notes(), "", "## Time per table", "",
+             "Cells without results say \"not run yet\"."
+             + (" The discussion closes the page." if (out_dir / DISCUSSION).is_file() else ""),
+             "", *_method_notes(), "", "## Time per table", "",
              *timing_table({name: t for name, (_, _, t) in loaded.items()}), "",
              "Seconds as recorded when each part was computed, summed over the cells each table itemises; base runs "
              "shared between tables count in each. The last column holds what sittings before per-cell records "
@@ -371,5 +374,8 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
             text += ["", "### Code", "", "The dynrec commit(s) that trained each cell's base runs, over its seeds. "
                      "Unrecorded: the row, or its runs, predate this record (`--cached-only` fills it in from "
                      "cached runs that name their code).", "", *code_table(rows)]
+    if (out_dir / DISCUSSION).is_file():  # written by hand from the tables above, committed beside them
+        text += ["", "## Discussion: where CKI wins, where it does not, and why", "",
+                 (out_dir / DISCUSSION).read_text().strip()]
     atomic_write(report, lambda tmp: tmp.write_text("\n".join(text).rstrip() + "\n"))
     return report
