@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dynrec.models import build_model
+from dynrec.models import build_model, din
 from dynrec.models.gru4rec import realign
 from dynrec.models.head import MLPHead, linear
 from dynrec.models.losses import full_cross_entropy
@@ -72,6 +72,17 @@ def test_din_scores_each_candidate_independently():
     alone = torch.cat([model.score_candidates(seq, cand[:, j : j + 1]) for j in range(cand.shape[1])], dim=1)
     assert torch.allclose(full, alone, atol=1e-6)
     assert torch.allclose(model.score_all(seq).gather(1, cand), full, atol=1e-5)
+
+
+def test_din_attention_over_many_candidates_equals_the_summed_first_layer():
+    model, seq = _model("din"), _histories()
+    g = torch.Generator().manual_seed(5)
+    hist, cand = model.item_emb(seq), model.item_emb(torch.randint(1, N_ITEMS + 1, (len(seq), 50), generator=g))
+    with torch.no_grad():
+        assert torch.allclose(model.attention.scores_many(hist, cand), model.attention.scores(hist, cand), atol=1e-6)
+        fast = model.score_all(seq)  # N_ITEMS candidates >= MANY_CANDIDATES: the per-position route
+    assert N_ITEMS >= din.MANY_CANDIDATES
+    assert torch.allclose(fast, model.score_all(seq), atol=1e-6)  # with a graph: the summed route
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
