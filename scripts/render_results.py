@@ -83,6 +83,15 @@ def benchmark_lines() -> list[str]:
             f"{speed['dataset']['items']:,} items, SASRec L = {speed['max_len']}): median "
             f"**{speed['median_seconds']} s** ([json](benchmarks/results/eval_speed.json)).",
         ]
+    din = _load(ROOT / "benchmarks/results/din_attention.json")
+    if din is not None:
+        lines += [
+            "",
+            f"DIN full ranking ({din['setting']['items']:,} items, window {din['setting']['window']}): "
+            f"{din['users_per_second']['many']} users/s with the folded attention inference uses against "
+            f"{din['users_per_second']['summed']} with the summed one, **{din['speedup_many_over_summed']}x** "
+            f"(same run, `{din['command']}`; [json](benchmarks/results/din_attention.json)).",
+        ]
     machine = next((r["machine"] for r in map(_load, sorted((ROOT / "docs/results").glob("*.json"))) if r), None)
     if machine is not None:
         lines += ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, no GPU."]
