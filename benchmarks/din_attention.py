@@ -7,8 +7,10 @@ matmul against per-position matrices. Both score the same users against the whol
 chunks (the paper setting: d = 32, window 10, attention [80, 40]), interleaved round by round; the speedup
 is the median over rounds of the per-round ratio. `score_all_seconds` is the whole call (inference route)
 for scale: the attention is most of it.
+Blocks: full ranking for evaluation's batch of 512 users over a 2,048-item catalogue, all users in one block
+against blocks of BLOCK_VALUES (16 users at these sizes), per user-item, interleaved the same way.
 
-    python benchmarks/din_attention.py [--items 12101] [--users 64] [--rounds 3]
+    python benchmarks/din_attention.py [--items 12101] [--users 64] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -23,10 +25,29 @@ import torch
 from dynrec.checkpoint import write_json
 from dynrec.config import ModelConfig
 from dynrec.machine import machine_info
-from dynrec.models import build_model
+from dynrec.models import build_model, din
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW, D, CHUNK = 10, 32, 512  # CHUNK: DIN.score_all's items per call
+
+
+def user_blocks(rounds: int, users: int = 512, items: int = 2048) -> dict:
+    """Microseconds per user-item of score_all with every user in one block and in BLOCK_VALUES blocks."""
+    model = build_model(ModelConfig(name="din", hidden_size=D, max_len=WINDOW, head_hidden=[D]), items).eval()
+    seq = torch.randint(1, items + 1, (users, WINDOW), generator=torch.Generator().manual_seed(2))
+    sizes = {"one_block": 10**15, "blocks": din.BLOCK_VALUES}
+    micros: dict[str, list[float]] = {name: [] for name in sizes}
+    with torch.inference_mode():
+        for index in range(rounds):
+            for name in (list(sizes) if index % 2 == 0 else list(sizes)[::-1]):
+                din.BLOCK_VALUES = sizes[name]
+                tic = time.perf_counter()
+                model.score_all(seq)
+                micros[name].append(1e6 * (time.perf_counter() - tic) / (users * items))
+    din.BLOCK_VALUES = sizes["blocks"]
+    ratios = [one / blocked for one, blocked in zip(micros["one_block"], micros["blocks"], strict=True)]
+    return {"us_per_user_item": {name: [round(m, 3) for m in values] for name, values in micros.items()},
+            "speedup_blocks_over_one_block": round(statistics.median(ratios), 2)}
 
 
 def main() -> None:
@@ -34,9 +55,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=12101, help="catalogue size (Beauty 5-core: 12,101)")
     parser.add_argument("--users", type=int, default=64, help="users scored per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the reproductions evaluate with 1)")
     parser.add_argument("--note", default="", help="the conditions of the run (e.g. other jobs on the machine)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/din_attention.json"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="din", hidden_size=D, max_len=WINDOW, head_hidden=[D]), args.items).eval()
     seq = torch.randint(1, args.items + 1, (args.users, WINDOW), generator=torch.Generator().manual_seed(1))
@@ -58,11 +81,12 @@ def main() -> None:
         tic = time.perf_counter()
         model.score_all(seq)
         whole = time.perf_counter() - tic
+    blocks = user_blocks(args.rounds)
     median = {name: statistics.median(values) for name, values in seconds.items()}
     ratios = [s / m for s, m in zip(seconds["summed"], seconds["many"], strict=True)]
     report = {
         "command": "python benchmarks/din_attention.py "
-                   f"--items {args.items} --users {args.users} --rounds {args.rounds}"
+                   f"--items {args.items} --users {args.users} --rounds {args.rounds} --threads {args.threads}"
                    + (f' --note "{args.note}"' if args.note else ""),
         "setting": {"items": args.items, "users": args.users, "window": WINDOW, "hidden_size": D,
                     "attention_hidden": model.attention.rest[1].in_features, "threads": torch.get_num_threads()},
@@ -71,11 +95,12 @@ def main() -> None:
         "speedup_many_over_summed": round(statistics.median(ratios), 2),
         "max_abs_attention_difference": largest,
         "score_all_seconds": round(whole, 3),
+        "blocks_512_users_x_2048_items": blocks,
         "note": args.note,
         "machine": machine_info(),
     }
     write_json(Path(args.out), report)
-    print(report["users_per_second"], "speedup", report["speedup_many_over_summed"],
+    print(report["users_per_second"], "speedup", report["speedup_many_over_summed"], "blocks", blocks,
           "max diff", report["max_abs_attention_difference"])
 
 

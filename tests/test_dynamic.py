@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from dynrec.config import load_config
 from dynrec.errors import ConfigError
-from dynrec.models import DynamicRecommender, build_model
+from dynrec.models import DynamicRecommender, build_model, din
 from dynrec.models.generator import recent_windows
 from dynrec.models.head import LowRank, linear
 from dynrec.train import train
@@ -45,6 +45,16 @@ def test_batched_per_sample_heads_equal_one_at_a_time(name, source, form):
     single = torch.cat([model.score_candidates(seq[i : i + 1], cand[i : i + 1]) for i in range(len(seq))])
     assert torch.allclose(batched, single, atol=1e-5)
     assert torch.allclose(model.score_all(seq).gather(1, cand), batched, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["full", "lowrank"])
+def test_din_full_ranking_in_blocks_of_users_keeps_each_users_generated_head(form, monkeypatch):
+    model, seq = _dynamic("din", form=form), _histories()
+    with torch.no_grad():
+        whole = model.score_all(seq)
+        monkeypatch.setattr(din, "BLOCK_VALUES", 1)  # one user per block: per-sample weights sliced per block
+        assert torch.allclose(model.score_all(seq), whole, atol=1e-6)
+        assert torch.allclose(model.score_all(seq[2:3]), whole[2:3], atol=1e-6)
 
 
 @pytest.mark.parametrize("form", ["full", "lowrank"])

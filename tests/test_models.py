@@ -85,6 +85,14 @@ def test_din_attention_over_many_candidates_equals_the_summed_first_layer():
     assert torch.allclose(fast, model.score_all(seq), atol=1e-6)  # with a graph: the summed route
 
 
+def test_din_full_ranking_in_blocks_of_users_equals_one_block(monkeypatch):
+    model, seq = _model("din"), _histories()
+    with torch.no_grad():
+        whole = model.score_all(seq)
+        monkeypatch.setattr(din, "BLOCK_VALUES", 2 * 512 * 12 * 8)  # two users per block (L = 12, a = 8)
+        assert torch.allclose(model.score_all(seq), whole, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
 def test_score_all_matches_score_candidates(name):
     model, seq = _model(name), _histories()

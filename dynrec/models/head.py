@@ -6,6 +6,7 @@ are (B, in, out), one set per sample. Both go through the same batched matmul, n
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -31,6 +32,16 @@ class LowRank:
 
 Weight = torch.Tensor | LowRank
 Weights = list[tuple[Weight, torch.Tensor]]  # per layer: W (in, out), (B, in, out) or LowRank; b (out) or (B, out)
+
+
+def sample_rows(weights: Weights, rows: slice) -> Weights:
+    """The weights of samples `rows` only: per-sample parts sliced, shared parts as they are."""
+    def cut(weight: Weight) -> Weight:
+        if isinstance(weight, LowRank):
+            return dataclasses.replace(weight, core=weight.core[rows])
+        return weight[rows] if weight.dim() == 3 else weight
+
+    return [(cut(weight), bias[rows] if bias.dim() == 2 else bias) for weight, bias in weights]
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
