@@ -90,8 +90,9 @@ def benchmark_lines() -> list[str]:
             f"DIN full ranking ({din['setting']['items']:,} items, window {din['setting']['window']}): "
             f"{din['users_per_second']['many']} users/s with the folded attention inference uses against "
             f"{din['users_per_second']['summed']} with the summed one, **{din['speedup_many_over_summed']}x**; "
-            "scoring evaluation's 512 users in blocks of 16 instead of all at once, "
-            f"**{din['blocks_512_users_x_2048_items']['speedup_blocks_over_one_block']}x** per user-item "
+            "scoring evaluation's 512 users in blocks instead of all at once, "
+            f"**{din['blocks_512_users']['full']['speedup_blocks_over_one_block']}x** per user-item in full ranking "
+            f"and **{din['blocks_512_users']['sampled']['speedup_blocks_over_one_block']}x** in the sampled protocol "
             f"(same run, `{din['command']}`; [json](benchmarks/results/din_attention.json)).",
         ]
     machine = next((r["machine"] for r in map(_load, sorted((ROOT / "docs/results").glob("*.json"))) if r), None)

@@ -85,12 +85,16 @@ def test_din_attention_over_many_candidates_equals_the_summed_first_layer():
     assert torch.allclose(fast, model.score_all(seq), atol=1e-6)  # with a graph: the summed route
 
 
-def test_din_full_ranking_in_blocks_of_users_equals_one_block(monkeypatch):
+def test_din_inference_in_blocks_of_users_equals_one_block(monkeypatch):
     model, seq = _model("din"), _histories()
     with torch.no_grad():
         whole = model.score_all(seq)
-        monkeypatch.setattr(din, "BLOCK_VALUES", 2 * 512 * 12 * 8)  # two users per block (L = 12, a = 8)
+        cand = torch.randint(1, N_ITEMS + 1, (len(seq), 40), generator=torch.Generator().manual_seed(6))
+        sampled = model.score_candidates(seq, cand)
+        monkeypatch.setattr(din, "BLOCK_VALUES", 2 * 40 * 12 * 8)  # 2 users per block at 40 candidates, 1 at 512
+        assert model.block_users(512, seq.shape[1]) < len(seq) and model.block_users(40, seq.shape[1]) < len(seq)
         assert torch.allclose(model.score_all(seq), whole, atol=1e-6)
+        assert torch.allclose(model.score_candidates(seq, cand), sampled, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])

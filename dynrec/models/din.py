@@ -20,9 +20,10 @@ from dynrec.models.losses import bce_loss
 # at d = 32, a = 80 on one CPU thread: 2.2x faster over the full catalogue (chunks of 512), 1.8x at 100
 # candidates; with few candidates (training's 1 + 4) the per-position matrices cost more than they save.
 MANY_CANDIDATES = 32
-# Full ranking scores blocks of users x items whose attention intermediates hold about this many values (16
-# users x 512 items x 10 positions x 80 units, 26 MB): evaluation's 512 users at once made 840 MB tensors and
-# ran at half the speed per user-item of 16-user blocks on one CPU thread (4.5 against 8.8 us, measured).
+# Inference scores blocks of users x candidates whose attention intermediates hold about this many values (16
+# users x 512 items x 10 positions x 80 units, 26 MB): evaluation's 512 users at once made 840 MB tensors in
+# full ranking and ran at half the speed per user-item of 16-user blocks on one CPU thread (measured,
+# benchmarks/din_attention.py).
 BLOCK_VALUES = 16 * 512 * 10 * 80
 
 
@@ -84,6 +85,12 @@ class DIN(Recommender):
     def score_candidates(self, seq, candidates, weights=None):
         if seq.shape[1] > self.max_len:
             seq = seq[:, -self.max_len :]
+        users = self.block_users(candidates.shape[1], seq.shape[1])
+        if users < len(seq) and not torch.is_grad_enabled():  # inference: blocks of users (BLOCK_VALUES)
+            blocks = (slice(lo, lo + users) for lo in range(0, len(seq), users))
+            return torch.cat([self.score_candidates(seq[rows], candidates[rows],
+                                                    None if weights is None else sample_rows(weights, rows))
+                              for rows in blocks])
         valid = (seq > 0).float()  # (B, L)
         hist = self.emb_drop(self.item_emb(seq))  # (B, L, d)
         cand = self.item_emb(candidates)  # (B, C, d)
@@ -92,12 +99,16 @@ class DIN(Recommender):
         features = torch.cat([interest, cand, interest * cand], dim=-1)  # (B, C, 3d)
         return self.head(features, weights).squeeze(-1)  # (B, C)
 
+    def block_users(self, candidates: int, length: int) -> int:
+        """Users per block so that the attention's (users, candidates, L, a) intermediates hold about
+        BLOCK_VALUES values."""
+        width = min(length, self.max_len) * self.attention.w_hist.out_features
+        return max(1, BLOCK_VALUES // (candidates * width))
+
     def score_all(self, seq, weights=None, chunk: int = 512):
-        """Every item, `chunk` items at a time for a block of users small enough that the attention's
-        (users, chunk, L, a) intermediates stay near BLOCK_VALUES."""
+        """Every item, `chunk` items at a time, for one block of users at a time (block_users)."""
         items = torch.arange(1, self.n_items + 1, device=seq.device)
-        width = min(seq.shape[1], self.max_len) * self.attention.w_hist.out_features
-        users = max(1, BLOCK_VALUES // (chunk * width))
+        users = self.block_users(chunk, seq.shape[1])
         blocks = []
         for lo in range(0, len(seq), users):
             rows = slice(lo, lo + users)
