@@ -1,7 +1,7 @@
 """DIN (Zhou et al., KDD 2018): target attention over the history, then an MLP head gives a logit.
 
 The attention unit reads [h, t, h - t, h * t]; its first layer is split into an h part, a t part and an
-h * t part, which is exact and lets many candidates share the history's work (TargetAttention.scores).
+h * t part, which is exact and lets many candidates share the history's work (TargetAttention).
 Weights are not softmaxed, as in the paper, and padded history positions get weight 0.
 """
 
@@ -16,9 +16,9 @@ from dynrec.models.base import Recommender
 from dynrec.models.head import MLPHead, sample_rows
 from dynrec.models.losses import bce_loss
 
-# From this many candidates per history, inference scores attention with TargetAttention.scores_many. Measured
-# at d = 32, a = 80 on one CPU thread: 2.2x faster over the full catalogue (chunks of 512), 1.8x at 100
-# candidates; with few candidates (training's 1 + 4) the per-position matrices cost more than they save.
+# From this many candidates per history, inference scores attention with TargetAttention.scores_many: about
+# 2.5x faster over the full catalogue at d = 32, a = 80 on one CPU thread (benchmarks/din_attention.py), 1.8x
+# at 100 candidates; with few candidates (training's 1 + 4) the per-position matrices cost more than they save.
 MANY_CANDIDATES = 32
 # Inference scores blocks of users x candidates whose attention intermediates hold about this many values (16
 # users x 512 items x 10 positions x 80 units, 26 MB): evaluation's 512 users at once made 840 MB tensors in
