@@ -126,6 +126,7 @@ def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
     assert {r["trained_with"] for r in rows} == {machine.trained_with({"machine": machine.machine_info()})}
     tests = _rows(out / "table1_tests.csv")
     assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
+    assert {(t["seeds"], t["pooled_seeds"]) for t in tests} == {("1", "0")}  # one seed run: seed 0
     assert {t["versus_method"] for t in tests if t["versus"] == "best-single"} <= {"model-a", "model-b"}
 
 
@@ -285,6 +286,9 @@ def test_report_cells_and_empty_test_tables():
     versus = ("model-a", "model-bg", "average", "ensemble")
     tests = pd.DataFrame([{**row, "versus": v, "versus_method": v} for v in versus])
     assert report.tests_table(tests, "full") == [report.NOT_RUN + "."]
+    assert "| d | b | cki | model-a | 1 | 10 |" in report.tests_table(tests, "sampled")[2]  # no list: the count
+    listed = tests.assign(seeds=2, pooled_seeds="0 2")
+    assert "| d | b | cki | model-a | 2 (0 2) | 10 |" in report.tests_table(listed, "sampled")[2]
     header, separator, *rows = report.target_check(tests)
     assert header.count("|") == separator.count("|") == rows[0].count("|") == 9
 

@@ -121,6 +121,12 @@ def published_table(name: str) -> list[str]:
     return lines
 
 
+def _seeds(row: pd.Series) -> str:
+    """How many seeds a test pooled, and which when the row says (rows written before it do not)."""
+    pooled = row.get("pooled_seeds")
+    return f"{row['seeds']} ({pooled})" if isinstance(pooled, str) else str(row["seeds"])
+
+
 def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
     """Per dataset x backbone: each tested method's difference from its comparator with both p-values."""
     lines = ["| dataset | backbone | method | versus | seeds | users | Δ NDCG@10 | p bootstrap | p t-test "
@@ -138,7 +144,7 @@ def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
             row = by_metric.get(metric)
             cells += ([f"{row['difference']:+.4f}", _p(row["p_bootstrap"]), _p(row["p_t_test"])] if row is not None
                       else ["", "", ""])
-        lines.append(f"| {dataset} | {backbone} | {method} | {other} | {first['seeds']} | {first['users']} | "
+        lines.append(f"| {dataset} | {backbone} | {method} | {other} | {_seeds(first)} | {first['users']} | "
                      + " | ".join(cells) + " |")
     return lines
 

@@ -344,7 +344,8 @@ def paired_tests(
             stems = [str(cells[dataset, backbone, s, m].stems[protocol]) for m in (tested, other) for s in seeds]
             rows.append({"table": name, "dataset": Path(dataset).name, "backbone": backbone, "protocol": protocol,
                          "metric": metric, "method": tested, "versus": versus, "versus_method": other,
-                         "seeds": len(seeds), "users": len(differences), "mean_method": round(float(mine.mean()), 6),
+                         "seeds": len(seeds), "pooled_seeds": " ".join(map(str, seeds)), "users": len(differences),
+                         "mean_method": round(float(mine.mean()), 6),
                          "mean_versus": round(float(theirs.mean()), 6),
                          "difference": round(float(differences.mean()), 6),
                          **_p_values(differences, root, {"stems": stems, "metric": metric})})
