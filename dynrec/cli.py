@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.protocols, args.threads, args.root, args.out_dir, args.report,
                                     args.cached_only, progress=not args.no_progress)
             for name, timing in timings.items():
-                print(f"{name}: {timing['pairs_complete']}/{timing['pairs_requested']} pairs complete, "
+                print(f"{name}: {timing['pairs_complete']}/{timing['pairs_requested']} pairs complete (sampled; "
+                      f"{timing['pairs_complete_full']} with full ranking), "
                       f"{timing['total_seconds'] / 3600:.2f} h recorded ({timing['budget']} budget)")
         elif args.command == "data":
             from dynrec.data import load_dataset

@@ -38,8 +38,8 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     return work, write_cyclic_sequences(work / "cyclic.txt", n_users=60, n_items=150)
 
 
-def _context(work: Path) -> tables.Context:
-    return tables.Context(root=work / "runs", budget=tables.QUICK, threads=1)
+def _context(work: Path, **settings) -> tables.Context:
+    return tables.Context(root=work / "runs", budget=tables.QUICK, threads=1, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,10 @@ def test_a_rerun_trains_and_evaluates_nothing(table1, monkeypatch):
     monkeypatch.setattr(methods, "train_compatibility", lambda *a, **k: pytest.fail("relearned f_L"))
     timing = tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], _context(work), out)
     assert (out / "table1.csv").read_text() == before
-    assert timing["pairs_complete"] == timing["pairs_requested"] == 1
+    assert timing["pairs_complete"] == timing["pairs_complete_full"] == timing["pairs_requested"] == 1
+    sampled_only = tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0],
+                                          _context(work, protocols=("sampled",)), out)
+    assert sampled_only["pairs_complete_full"] == 1  # counted from the merged rows, not from this call's protocols
 
 
 def test_an_interrupted_reproduction_resumes_where_it_stopped(table1, monkeypatch):
@@ -229,7 +232,7 @@ def test_quick_end_to_end_from_the_command_line(table1, capsys):
     argv = ["reproduce", "all", "--quick", "--datasets", str(work / "cyclic.txt"), "--backbones", "sasrec",
             "--seeds", "0", "--root", str(work / "runs"), "--out-dir", str(out), "--threads", "1", "--no-progress"]
     assert cli.main(argv) == 0
-    assert "table3: 1/1 pairs complete" in capsys.readouterr().out
+    assert "table3: 1/1 pairs complete (sampled; 1 with full ranking)" in capsys.readouterr().out
     for name in tables.TABLES:
         assert _rows(out / f"{name}.csv") and _rows(out / f"{name}_tests.csv")
         assert (out / f"{name}_timing.json").is_file()

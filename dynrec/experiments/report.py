@@ -191,8 +191,8 @@ def target_check(tests: pd.DataFrame) -> list[str]:
 def timing_table(timings: dict[str, dict | None]) -> list[str]:
     """Hours per table from its itemised cells, and apart from them the totals an earlier sitting recorded
     before cells were itemised (they may include cells recomputed since, so the two are not added up)."""
-    lines = ["| table | pairs complete | base runs | fusion, selection and evaluation | total | earlier sittings, "
-             "not itemised |", "|---" * 6 + "|"]
+    lines = ["| table | pairs complete (sampled / full) | base runs | fusion, selection and evaluation | total "
+             "| earlier sittings, not itemised |", "|---" * 6 + "|"]
     for name, timing in timings.items():
         if timing is None:
             lines.append(f"| {name} | {NOT_RUN} | | | | |")
@@ -201,7 +201,7 @@ def timing_table(timings: dict[str, dict | None]) -> list[str]:
         earlier = timing.get("earlier_not_itemised")
         before = (f"{(earlier['base_runs_seconds'] + earlier['methods_seconds']) / 3600:.2f} h "
                   f"({earlier['pairs_complete']} pairs)" if earlier else "")
-        done = f"{timing['pairs_complete']} / {timing['pairs_requested']}"
+        done = f"{timing['pairs_complete']} / {timing.get('pairs_complete_full', '-')} of {timing['pairs_requested']}"
         lines.append(f"| {name} | {done} | " + " | ".join(hours) + f" | {before} |")
     return lines
 
