@@ -124,6 +124,8 @@ def test_summary_reports_mean_std_and_relative_change():
     assert "| d | b | dynamic | 2 | 0.4000 ± 0.1414 |" in table
     assert "| d | b | dynamic vs static | | +100.0% |" in table
     assert "| d | b | static | 1 | 0.1000 |" in dynamic.summary_markdown(rows[:1], "sampled")  # no ± 0 for one seed
+    unequal = dynamic.summary_markdown(rows[:3], "sampled")  # static over seeds 0 and 1, dynamic over seed 0 only
+    assert "| d | b | dynamic vs static | seed 0 | +200.0% |" in unequal  # 0.3 / 0.1: the common seed, not 0.3 / 0.2
 
 
 def test_a_worker_trains_only_its_variants(tmp_path, monkeypatch):

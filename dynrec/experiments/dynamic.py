@@ -99,28 +99,36 @@ def static_vs_dynamic(
 
 
 def summary_markdown(rows: list[dict], protocol: str) -> str:
-    """Mean +- std over seeds per dataset x backbone x variant, and the dynamic - static difference."""
+    """Mean +- std over seeds per dataset x backbone x variant, and the dynamic - static difference over the
+    seeds both variants have (named when they are fewer than either variant's own)."""
     metrics = [m for m in METRICS if any(m in r for r in rows if r["protocol"] == protocol)]
     lines = [f"| dataset | backbone | variant | seeds | {' | '.join(metrics)} |", "|---" * (4 + len(metrics)) + "|"]
     keys = sorted({(r["dataset"], r["backbone"]) for r in rows})
     for dataset, backbone in keys:
-        means = {}
+        groups = {}
         for variant in ALL_VARIANTS:
             group = [r for r in rows if (r["dataset"], r["backbone"], r["variant"], r["protocol"])
                      == (dataset, backbone, variant, protocol)]
             if not group:
                 continue
+            groups[variant] = {int(r["seed"]): r for r in group}
             cells = []
             for m in metrics:
                 values = np.array([r[m] for r in group], dtype=float)
-                means[(variant, m)] = values.mean()
                 spread = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""  # one seed has no spread
                 cells.append(f"{values.mean():.4f}{spread}")
             lines.append(f"| {dataset} | {backbone} | {variant} | {len(group)} | {' | '.join(cells)} |")
         for variant in ALL_VARIANTS[1:]:
-            if ("static", metrics[0]) in means and (variant, metrics[0]) in means:
-                delta = [f"{100 * (means[(variant, m)] / means[('static', m)] - 1):+.1f}%" for m in metrics]
-                lines.append(f"| {dataset} | {backbone} | {variant} vs static | | {' | '.join(delta)} |")
+            common = sorted(set(groups.get("static", {})) & set(groups.get(variant, {})))
+            if not common:
+                continue
+            delta = []
+            for m in metrics:
+                mean = {v: np.mean([float(groups[v][s][m]) for s in common]) for v in ("static", variant)}
+                delta.append(f"{100 * (mean[variant] / mean['static'] - 1):+.1f}%")
+            fewer = len(common) < max(len(groups["static"]), len(groups[variant]))
+            seeds = f" seed{'s' if len(common) > 1 else ''} {' '.join(map(str, common))} " if fewer else " "
+            lines.append(f"| {dataset} | {backbone} | {variant} vs static |{seeds}| {' | '.join(delta)} |")
     return "\n".join(lines)
 
 
