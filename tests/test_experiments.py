@@ -141,3 +141,10 @@ def test_a_worker_trains_only_its_variants(tmp_path, monkeypatch):
     assert [(r["variant"], r["ndcg@5"]) for r in rows] == [("static", 0.5)]
     with pytest.raises(ValueError, match="unknown variants"):
         dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, variants=("dinamic",))
+
+
+def test_the_paper_grid_does_not_follow_the_yamls_training_cover():
+    paper, _ = dynamic.twin_config("ml-1m", "sasrec", 0, "paper", "static", 1)
+    full, _ = dynamic.twin_config("ml-1m", "sasrec", 0, "full", "static", 1)
+    assert full.train.cover == "all"  # configs/ml-1m/sasrec.yaml trains on every target
+    assert paper.train.cover == "last"  # pinned: the paper-setting runs keep their cache keys
