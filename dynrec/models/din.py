@@ -106,17 +106,11 @@ class DIN(Recommender):
         return max(1, BLOCK_VALUES // (candidates * width))
 
     def score_all(self, seq, weights=None, chunk: int = 512):
-        """Every item, `chunk` items at a time, for one block of users at a time (block_users)."""
+        """Every item, `chunk` items at a time (score_candidates takes blocks of users at inference)."""
         items = torch.arange(1, self.n_items + 1, device=seq.device)
-        users = self.block_users(chunk, seq.shape[1])
-        blocks = []
-        for lo in range(0, len(seq), users):
-            rows = slice(lo, lo + users)
-            block, block_weights = seq[rows], None if weights is None else sample_rows(weights, rows)
-            blocks.append(torch.cat([self.score_candidates(block, items[i : i + chunk].expand(len(block), -1),
-                                                           block_weights) for i in range(0, self.n_items, chunk)],
-                                    dim=1))
-        return F.pad(torch.cat(blocks), (1, 0), value=float("-inf"))  # (B, N + 1)
+        parts = [self.score_candidates(seq, items[lo : lo + chunk].expand(len(seq), -1), weights)
+                 for lo in range(0, self.n_items, chunk)]
+        return F.pad(torch.cat(parts, dim=1), (1, 0), value=float("-inf"))  # (B, N + 1)
 
     def training_loss(self, seq, targets, loss, negatives=None, weights=None):
         if targets.dim() != 1:
