@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,33 +19,57 @@ FOUNDATION = [  # (file, what the issue asks of it)
     ("beauty_sasrec_full.json", "full"),
     ("ml-1m_din_sampled.json", "sampled"),
 ]
+EXTRA_SEEDS = "{stem}_seed*.json"  # further seeds of a row (same config, another train.seed): listed under it
 
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _row(name: str, result: dict, protocol: str) -> str:
+    test = result["test"][protocol]
+    return (
+        f"| {result['dataset']['name']} | {result['model']} | {result['seed']} | {protocol} | {test['ndcg@10']:.4f} | "
+        f"{test['hr@10']:.4f} | {test['ndcg@5']:.4f} | {test['hr@5']:.4f} | "
+        f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} "
+        f"({result['machine']['torch_threads']} thr) | "
+        f"{result['train_seconds'] / 60:.0f} min | [json](docs/results/{name}) |"
+    )
+
+
+def _over_seeds(results: list[dict], protocol: str) -> str:
+    """One line: each test metric's mean and sample standard deviation over the seeds of a row."""
+    first = results[0]
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    parts = []
+    for metric in ("ndcg@10", "hr@10"):
+        values = [r["test"][protocol][metric] for r in results]
+        parts.append(f"{metric.upper()} {statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}")
+    return f"{first['dataset']['name']} {first['model']} ({protocol}) over seeds {seeds}: {', '.join(parts)}."
+
+
 def foundation_table() -> list[str]:
+    """The foundation runs, one row per seed (extra seeds from `<stem>_seed<s>.json`), then means over seeds."""
     lines = [
-        "| dataset | model | protocol | NDCG@10 | HR@10 | NDCG@5 | HR@5 | epochs (best) | s/epoch | train time "
+        "| dataset | model | seed | protocol | NDCG@10 | HR@10 | NDCG@5 | HR@5 | epochs (best) | s/epoch | train time "
         "| file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    means = []
     for name, protocol in FOUNDATION:
         result = _load(ROOT / "docs/results" / name)
         if result is None:
             dataset, model, _ = name.removesuffix(".json").split("_")
-            lines.append(f"| {dataset} | {model} | {protocol} | not run yet | | | | | | | |")
+            lines.append(f"| {dataset} | {model} | | {protocol} | not run yet | | | | | | | |")
             continue
-        test = result["test"][protocol]
-        lines.append(
-            f"| {result['dataset']['name']} | {result['model']} | {protocol} | {test['ndcg@10']:.4f} | "
-            f"{test['hr@10']:.4f} | {test['ndcg@5']:.4f} | {test['hr@5']:.4f} | "
-            f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} "
-            f"({result['machine']['torch_threads']} thr) | "
-            f"{result['train_seconds'] / 60:.0f} min | [json](docs/results/{name}) |"
-        )
-    return lines
+        lines.append(_row(name, result, protocol))
+        results = [result]
+        for extra in sorted((ROOT / "docs/results").glob(EXTRA_SEEDS.format(stem=name.removesuffix(".json")))):
+            results.append(_load(extra))
+            lines.append(_row(extra.name, results[-1], protocol))
+        if len(results) > 1:
+            means.append(_over_seeds(results, protocol))
+    return lines + ([""] + [f"Mean +- sample standard deviation: {m}" for m in means] if means else [])
 
 
 def benchmark_lines() -> list[str]:
