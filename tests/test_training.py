@@ -254,3 +254,25 @@ def test_tuning_curves_keep_runs_whose_directories_are_gone(tmp_path):
     assert collect([("old", tmp_path / "gone")], [kept]) == [kept]
     with pytest.raises(SystemExit, match=r"gone: no result\.json"):
         collect([("renamed", tmp_path / "gone")], [kept])
+
+
+def test_foundation_table_lists_extra_seeds_under_their_row_with_mean_and_sd(tmp_path, monkeypatch):
+    import scripts.render_results as render
+
+    def result(seed: int, ndcg: float, hr: float) -> dict:
+        test = {"ndcg@10": ndcg, "hr@10": hr, "ndcg@5": 0.1, "hr@5": 0.2}
+        return {"dataset": {"name": "ml-1m"}, "model": "sasrec", "seed": seed, "test": {"full": test},
+                "epochs": 9, "selection": {"best_epoch": 4}, "seconds_per_epoch": 1.0,
+                "machine": {"torch_threads": 1}, "train_seconds": 600.0}
+
+    results = tmp_path / "docs/results"
+    results.mkdir(parents=True)
+    runs = [("ml-1m_sasrec_full.json", 0, 0.17, 0.30), ("ml-1m_sasrec_full_seed1.json", 1, 0.19, 0.32)]
+    for name, seed, ndcg, hr in runs:
+        (results / name).write_text(json.dumps(result(seed, ndcg, hr)))
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    lines = render.foundation_table()
+    rows = [line for line in lines if line.startswith("| ml-1m | sasrec")]
+    assert [row.split(" | ")[2] for row in rows] == ["0", "1"]  # seed column, extra seed right under its row
+    assert "not run yet" in lines[lines.index(rows[1]) + 1]  # the next configured row (its file is absent)
+    assert lines[-1].endswith("over seeds 0, 1: NDCG@10 0.1800 +- 0.0141, HR@10 0.3100 +- 0.0141.")
