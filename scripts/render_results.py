@@ -64,9 +64,11 @@ def foundation_table() -> list[str]:
             continue
         lines.append(_row(name, result, protocol))
         results = [result]
-        for extra in sorted((ROOT / "docs/results").glob(EXTRA_SEEDS.format(stem=name.removesuffix(".json")))):
-            results.append(_load(extra))
-            lines.append(_row(extra.name, results[-1], protocol))
+        extras = {path.name: _load(path) for path in (ROOT / "docs/results").glob(
+            EXTRA_SEEDS.format(stem=name.removesuffix(".json")))}
+        for extra, loaded in sorted(extras.items(), key=lambda item: item[1]["seed"]):  # seed 10 after seed 2
+            results.append(loaded)
+            lines.append(_row(extra, loaded, protocol))
         if len(results) > 1:
             means.append(_over_seeds(results, protocol))
     return lines + ([""] + [f"Mean +- sample standard deviation: {m}" for m in means] if means else [])
