@@ -148,3 +148,11 @@ def test_the_paper_grid_does_not_follow_the_yamls_training_cover():
     full, _ = dynamic.twin_config("ml-1m", "sasrec", 0, "full", "static", 1)
     assert full.train.cover == "all"  # configs/ml-1m/sasrec.yaml trains on every target
     assert paper.train.cover == "last"  # pinned: the paper-setting runs keep their cache keys
+
+
+def test_the_paper_setting_gives_the_douban_sets_more_patience():
+    patience = {name: dynamic.twin_config(name, "din", 0, "paper", "static", 1)[0].train.patience
+                for name in ("ml-1m", "beauty", "douban-music", "douban-book")}
+    assert patience == {"ml-1m": 5, "beauty": 5, "douban-music": 20, "douban-book": 20}
+    quick, _ = dynamic.twin_config("douban-music", "sasrec", 0, "paper", "static", 1, ("train.patience=1",))
+    assert quick.train.patience == 1  # the tables' extra overrides still come last
