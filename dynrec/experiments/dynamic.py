@@ -27,7 +27,7 @@ ON_STATIC = "dynamic-on-a"  # the generator trained on the static twin's frozen 
 ALL_VARIANTS = (*VARIANTS, ON_STATIC)
 SETTINGS = {
     "paper": PAPER_SETTING,  # window 10, BCE 4 negatives, d = 32, selected on the sampled protocol; twin_config
-    # takes it through paper_setting, which adds the datasets' own patience
+    # takes it through paper_setting, which adds a dataset's own training budget
     # the dataset's own full-CE config; one generated head per position (about 20k per batch at L = 200), so
     # the code comes from the encoder's state (a GRU over every position's window would double the epoch)
     # and the heads are low-rank
