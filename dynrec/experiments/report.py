@@ -265,7 +265,7 @@ def _method_notes() -> list[str]:
         "head MLP [32]), early stopping and checkpoint selection on validation (sampled NDCG@10; patience 5 epochs "
         "within 100, but 20 within 300 on the Douban sets, whose epochs are only 64-94 optimiser steps, whose "
         "validation can rest on a plateau for 5-15 epochs and still climbs at epoch 100: runner."
-        "PAPER_DATASET_OVERRIDES; Douban cells whose base runs were trained with a commit older than that change, "
+        "PAPER_DATASET_OVERRIDES; Douban cells whose base runs were trained with a commit older than e5435cc, "
         "listed under each table, had patience 5 within 100 epochs). Model A: the static "
         f"run of seed s; model B (Tables 1 and 4): the static run of seed s + {B_SEED_OFFSET}, so no pair reuses "
         "another pair's model A; model B(G) (Table 3): the dynamic model trained on model A's frozen backbone "
