@@ -15,7 +15,6 @@ from dynrec.experiments.runner import (
     experiment_config,
     merge_rows,
     outputs_lock,
-    paper_setting,
     run_cached,
     run_directory,
     write_csv,
@@ -26,8 +25,7 @@ VARIANTS = {"static": [], "dynamic": ["model.dynamic=true"]}  # twins that diffe
 ON_STATIC = "dynamic-on-a"  # the generator trained on the static twin's frozen backbone (Table 3's model B(G))
 ALL_VARIANTS = (*VARIANTS, ON_STATIC)
 SETTINGS = {
-    "paper": PAPER_SETTING,  # window 10, BCE 4 negatives, d = 32, selected on the sampled protocol; twin_config
-    # takes it through paper_setting, which adds a dataset's own training budget
+    "paper": PAPER_SETTING,  # window 10, BCE 4 negatives, d = 32, selected on the sampled protocol
     # the dataset's own full-CE config; one generated head per position (about 20k per batch at L = 200), so
     # the code comes from the encoder's state (a GRU over every position's window would double the epoch)
     # and the heads are low-rank
@@ -41,8 +39,7 @@ def twin_config(
 ) -> tuple[RunConfig, str]:
     """One static or dynamic twin's config and directory tag; the paper tables train through this too, so
     they share the grid's runs. `extra` overrides come last (the tables' quick budget)."""
-    base = paper_setting(dataset) if setting == "paper" else SETTINGS[setting]
-    overrides = [*base, f"train.seed={seed}", f"train.threads={threads}", *VARIANTS[variant], *extra]
+    overrides = [*SETTINGS[setting], f"train.seed={seed}", f"train.threads={threads}", *VARIANTS[variant], *extra]
     return experiment_config(dataset, backbone, overrides), f"{setting}-{variant}"
 
 

@@ -262,11 +262,9 @@ def _method_notes() -> list[str]:
              for name, method in METHODS.items() if len(method.grid) and any(len(v) > 1 for v in method.grid.values())]
     return [
         "- **Base runs**: the DUET/CKI paper setting (last 10 items, BCE with 4 sampled negatives, embedding size 32, "
-        "head MLP [32]), early stopping and checkpoint selection on validation (sampled NDCG@10; patience 5 epochs "
-        "within 100, but 20 within 300 on the Douban sets, whose epochs are only 64-94 optimiser steps, whose "
-        "validation can rest on a plateau for 5-15 epochs and still climbs at epoch 100: runner."
-        "PAPER_DATASET_OVERRIDES; Douban cells whose base runs were trained with a commit older than e5435cc, "
-        "listed under each table, had patience 5 within 100 epochs). Model A: the static "
+        "head MLP [32]), early stopping and checkpoint selection on validation (sampled NDCG@10; patience 20 epochs "
+        "within 300. Cells whose base runs were trained with a commit older than the change that set this, "
+        "listed under each table, had patience 5 within 100: too short, see the discussion). Model A: the static "
         f"run of seed s; model B (Tables 1 and 4): the static run of seed s + {B_SEED_OFFSET}, so no pair reuses "
         "another pair's model A; model B(G) (Table 3): the dynamic model trained on model A's frozen backbone "
         "(`model.dynamic`, `train.init_from` = A's run, `train.freeze_backbone`): its encoder, item embeddings and "
