@@ -18,7 +18,7 @@ from pathlib import Path
 from dynrec.checkpoint import STATE, atomic_write, load_state, write_json
 from dynrec.train import RESULT
 
-EPOCHS = (1, 3, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100)
+EPOCHS = (1, 3, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200, 250, 300)
 
 
 def read_run(label: str, run_dir: Path) -> dict:
@@ -61,14 +61,17 @@ def markdown(runs: list[dict]) -> str:
             cells.append(f"{values[0]:.4f}" if values and values[0] is not None else "-")
         if any(c != "-" for c in cells):
             lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
-    lines += ["", "| run | epochs so far | best valid (epoch) | test full NDCG@10 | test full HR@10 |",
-              "| --- | --- | --- | --- | --- |"]
+    tested = [(protocol, metric) for protocol in ("full", "sampled") for metric in ("ndcg@10", "hr@10")
+              if any(metric in run.get("test", {}).get(protocol, {}) for run in runs)] or [("full", "ndcg@10")]
+    lines += ["", "| run | epochs so far | best valid (epoch) | "
+              + " | ".join(f"test {protocol} {metric.upper()}" for protocol, metric in tested) + " |",
+              "| --- | --- | --- |" + " --- |" * len(tested)]
     for run in runs:
         scored = [(h[key], h["epoch"]) for h in run["history"] if h.get(key) is not None]
         best, at = max(scored)
-        test = run.get("test", {}).get("full", {})
-        cells = [f"{test[m]:.4f}" if m in test else "not finished" for m in ("ndcg@10", "hr@10")]
-        lines.append(f"| {run['label']} | {len(run['history'])} | {best:.4f} ({at}) | {cells[0]} | {cells[1]} |")
+        test = run.get("test", {})
+        cells = [f"{test[p][m]:.4f}" if m in test.get(p, {}) else "not finished" for p, m in tested]
+        lines.append(f"| {run['label']} | {len(run['history'])} | {best:.4f} ({at}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -247,6 +247,21 @@ def test_length_batching_groups_similar_lengths_and_random_batching_does_not(cyc
     assert spread(True) <= 1.0 < spread(False)
 
 
+def test_tuning_curves_table_shows_late_epochs_and_each_tested_protocol():
+    from scripts.tuning_curves import markdown
+
+    history = [{"epoch": e, "valid_sampled_ndcg@10": e / 1000} for e in range(1, 151)]
+    finished = {"label": "long", "history": history,
+                "test": {"sampled": {"ndcg@10": 0.25, "hr@10": 0.4}, "full": {"ndcg@10": 0.05, "hr@10": 0.1}}}
+    running = {"label": "short", "history": history[:20]}
+    lines = markdown([finished, running]).splitlines()
+    assert "| 150 | 0.1500 | - |" in lines  # epochs past 100 are shown
+    assert lines[-4] == "| run | epochs so far | best valid (epoch) | test full NDCG@10 | test full HR@10 | " \
+                        "test sampled NDCG@10 | test sampled HR@10 |"
+    assert lines[-2] == "| long | 150 | 0.1500 (150) | 0.0500 | 0.1000 | 0.2500 | 0.4000 |"
+    assert lines[-1].startswith("| short | 20 | 0.0200 (20) | not finished |")
+
+
 def test_tuning_curves_keep_runs_whose_directories_are_gone(tmp_path):
     from scripts.tuning_curves import collect
 
