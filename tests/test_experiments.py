@@ -43,6 +43,25 @@ def test_a_finished_run_is_read_back_not_retrained(tmp_path, cyclic_file, monkey
     assert runner.run_cached(again, tmp_path, "t")["test"] == first["test"]
 
 
+def test_a_run_under_a_larger_budget_goes_on_from_the_smaller_budgets_run(tmp_path, cyclic_file, monkeypatch, capsys):
+    base = [f"data.dataset={cyclic_file}", "model.hidden_size=8", "model.max_len=6", "model.head_hidden=[8]",
+            "eval.sampled_negatives=10"]
+    monkeypatch.setattr(runner, "EARLIER_BUDGETS", ((1, 3),))
+    small = runner.run_cached(load_config(None, [*base, "train.patience=1", "train.epochs=3"]), tmp_path / "a", "t")
+    continued = runner.run_cached(load_config(None, [*base, "train.patience=4", "train.epochs=8"]), tmp_path / "a", "t")
+    assert "continuing" in capsys.readouterr().out
+    fresh = runner.run_cached(load_config(None, [*base, "train.patience=4", "train.epochs=8"]), tmp_path / "b", "t")
+    assert "continuing" not in capsys.readouterr().out  # nothing earlier under tmp_path / "b"
+
+    def curve(result: dict) -> list[dict]:
+        return [{k: v for k, v in record.items() if k != "train_seconds"} for record in result["history"]]
+
+    assert len(small["history"]) <= 3 < len(continued["history"])
+    assert curve(continued) == curve(fresh) and curve(continued)[: len(small["history"])] == curve(small)
+    assert continued["test"] == fresh["test"] and continued["selection"] == fresh["selection"]
+    assert continued["config"]["train"]["patience"] == 4  # the run's own config, not the earlier budget's
+
+
 def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_path, monkeypatch):
     trained = []
 

@@ -4,15 +4,17 @@ trainer state) and can be spread over several sittings."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dynrec.checkpoint import atomic_write, wait_for_run
+from dynrec.checkpoint import CONFIG, IDMAP, STATE, WEIGHTS, atomic_write, wait_for_run, write_json
 from dynrec.config import RunConfig, load_config
 from dynrec.experiments.cache import payload_key
 from dynrec.train import RESULT, log, train
@@ -30,6 +32,11 @@ PAPER_SETTING = [
     "train.loss_scale=batch",  # one target per window sample: pinned so the grid does not follow the yaml files
     "train.cover=last",  # pinned likewise (it only matters in sequence mode; "last" keeps the runs' cache keys)
 ]
+
+# Budgets (train.patience, train.epochs) the paper setting had before. A run under a smaller budget is the
+# first part of the same run under a larger one (early stopping does not steer training, and a resume is
+# bit-exact), so run_cached goes on from its trainer state instead of training again from epoch 0.
+EARLIER_BUDGETS = ((5, 100),)
 
 
 def canonical_path(path: str) -> str:
@@ -74,7 +81,36 @@ def run_cached(cfg: RunConfig, root: Path, tag: str, progress: bool = False, cac
     wait_for_run(Path(cfg.out_dir))  # another worker may be training this very run (e.g. a shared model A)
     if result_file.is_file():
         return json.loads(result_file.read_text())
+    earlier = earlier_budget_run(cfg, root, tag)
+    if earlier is not None and not (Path(cfg.out_dir) / STATE).exists():
+        continue_from(earlier, cfg)
     return train(cfg, progress=progress)
+
+
+def earlier_budget_run(cfg: RunConfig, root: Path, tag: str) -> Path | None:
+    """This run's directory under an earlier, smaller budget (EARLIER_BUDGETS), when it has a trainer state."""
+    t = cfg.train
+    for patience, epochs in EARLIER_BUDGETS:
+        if patience > t.patience or epochs > t.epochs or (patience, epochs) == (t.patience, t.epochs):
+            continue
+        earlier = copy.deepcopy(cfg)
+        earlier.train.patience, earlier.train.epochs = patience, epochs
+        directory = run_directory(earlier, root, tag)
+        if all((directory / name).is_file() for name in (STATE, WEIGHTS, CONFIG, IDMAP)):
+            return directory
+    return None
+
+
+def continue_from(earlier: Path, cfg: RunConfig) -> None:
+    """Seed cfg's run directory with an earlier budget's selected weights and trainer state, so that train()
+    resumes where that run stopped; config.json is rewritten with cfg. The state is written last: train()
+    resumes only once it is there."""
+    run_dir = Path(cfg.out_dir)
+    for name in (WEIGHTS, IDMAP):
+        atomic_write(run_dir / name, lambda tmp, name=name: shutil.copyfile(earlier / name, tmp))
+    write_json(run_dir / CONFIG, {**json.loads((earlier / CONFIG).read_text()), "config": cfg.to_dict()})
+    atomic_write(run_dir / STATE, lambda tmp: shutil.copyfile(earlier / STATE, tmp))
+    log(f"continuing {earlier} (an earlier, smaller budget) in {run_dir}")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
