@@ -263,8 +263,9 @@ def _method_notes() -> list[str]:
     return [
         "- **Base runs**: the DUET/CKI paper setting (last 10 items, BCE with 4 sampled negatives, embedding size 32, "
         "head MLP [32]), early stopping and checkpoint selection on validation (sampled NDCG@10; patience 20 epochs "
-        "within 300. Cells whose base runs were trained with a commit older than 3925255, "
-        "listed under each table, had patience 5 within 100: too short, see the discussion). Model A: the static "
+        "within 300; it came in with e5435cc for the Douban sets and 3925255 for the others, and cells whose base "
+        "runs were trained with an older commit, listed under each table, had patience 5 within 100: too short, "
+        "see the discussion). Model A: the static "
         f"run of seed s; model B (Tables 1 and 4): the static run of seed s + {B_SEED_OFFSET}, so no pair reuses "
         "another pair's model A; model B(G) (Table 3): the dynamic model trained on model A's frozen backbone "
         "(`model.dynamic`, `train.init_from` = A's run, `train.freeze_backbone`): its encoder, item embeddings and "
