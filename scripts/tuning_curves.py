@@ -5,7 +5,8 @@ so a tuning decision cites committed numbers:
         LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Reads each run's result.json when it exists, else its trainer state (the history so far); a run whose
-directory is gone (run caches need not outlive a sitting) is kept as OUT.json last recorded it. Writes
+directory is gone (run caches need not outlive a sitting) is kept as OUT.json last recorded it. In place of
+a run directory, a finished run's committed result JSON (e.g. docs/results/ml-1m_sasrec_full_seed1.json). Writes
 OUT.json (label, run dir, config, history, test metrics when finished) and OUT.md (validation metric by epoch).
 """
 
@@ -22,9 +23,11 @@ EPOCHS = (1, 3, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200, 2
 
 
 def read_run(label: str, run_dir: Path) -> dict:
-    """A run's label, config, validation history and (when finished) test metrics."""
-    if (run_dir / RESULT).is_file():
-        result = json.loads((run_dir / RESULT).read_text())
+    """A run's label, config, validation history and (when finished) test metrics; `run_dir` may also be a
+    finished run's result JSON."""
+    result_file = run_dir if run_dir.suffix == ".json" else run_dir / RESULT
+    if result_file.is_file():
+        result = json.loads(result_file.read_text())
         return {"label": label, "run_dir": str(run_dir), "finished": True, "config": result["config"],
                 "history": result["history"], "selection": result["selection"], "test": result["test"],
                 "machine": result["machine"]}
@@ -39,7 +42,8 @@ def collect(pairs: list[tuple[str, Path]], recorded: list[dict]) -> list[dict]:
     earlier = {(r["label"], r["run_dir"]): r for r in recorded}
     runs = []
     for label, run_dir in pairs:
-        if (run_dir / RESULT).is_file() or (run_dir / STATE).is_file():
+        result_file = run_dir if run_dir.suffix == ".json" else run_dir / RESULT
+        if result_file.is_file() or (run_dir / STATE).is_file():
             runs.append(read_run(label, run_dir))
         elif (label, str(run_dir)) in earlier:
             runs.append(earlier[label, str(run_dir)])
@@ -79,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output path without extension")
     parser.add_argument("--note", default="", help="Markdown paragraph placed under the header")
-    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR|RESULT_JSON")
     args = parser.parse_args()
     out = Path(args.out)
     recorded = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").is_file() else []

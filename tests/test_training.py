@@ -271,6 +271,18 @@ def test_tuning_curves_keep_runs_whose_directories_are_gone(tmp_path):
         collect([("renamed", tmp_path / "gone")], [kept])
 
 
+def test_tuning_curves_read_a_committed_result_json_in_place_of_a_run_directory(tmp_path):
+    from scripts.tuning_curves import collect
+
+    result = {"config": {"seed": 1}, "history": [{"epoch": 1, "valid_full_ndcg@10": 0.07}],
+              "selection": {"best_epoch": 1}, "test": {"full": {"ndcg@10": 0.06}}, "machine": {"cores": 2}}
+    path = tmp_path / "ml-1m_sasrec_full_seed1.json"
+    path.write_text(json.dumps(result))
+    [run] = collect([("adopted, seed 1", path)], [])
+    assert run["finished"] and run["run_dir"] == str(path)
+    assert run["history"] == result["history"] and run["test"] == result["test"]
+
+
 def test_foundation_table_lists_extra_seeds_under_their_row_with_mean_and_sd(tmp_path, monkeypatch):
     import scripts.render_results as render
 
