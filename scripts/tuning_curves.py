@@ -5,8 +5,8 @@ so a tuning decision cites committed numbers:
         LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Reads each run's result.json when it exists, else its trainer state (the history so far); a run whose
-directory is gone (run caches need not outlive a sitting) is kept as OUT.json last recorded it. In place of
-a run directory, a finished run's committed result JSON (e.g. docs/results/ml-1m_sasrec_full_seed1.json). Writes
+directory is gone (run caches need not outlive a sitting) is kept as OUT.json last recorded it. A finished
+run's committed result JSON (e.g. docs/results/ml-1m_sasrec_full_seed1.json) may stand in for its run directory. Writes
 OUT.json (label, run dir, config, history, test metrics when finished) and OUT.md (validation metric by epoch).
 """
 
@@ -22,10 +22,15 @@ from dynrec.train import RESULT
 EPOCHS = (1, 3, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200, 250, 300)
 
 
+def result_path(run_dir: Path) -> Path:
+    """Where a run's result JSON is: the run directory's result.json, or `run_dir` itself if it is a JSON file."""
+    return run_dir if run_dir.suffix == ".json" else run_dir / RESULT
+
+
 def read_run(label: str, run_dir: Path) -> dict:
     """A run's label, config, validation history and (when finished) test metrics; `run_dir` may also be a
     finished run's result JSON."""
-    result_file = run_dir if run_dir.suffix == ".json" else run_dir / RESULT
+    result_file = result_path(run_dir)
     if result_file.is_file():
         result = json.loads(result_file.read_text())
         return {"label": label, "run_dir": str(run_dir), "finished": True, "config": result["config"],
@@ -42,8 +47,7 @@ def collect(pairs: list[tuple[str, Path]], recorded: list[dict]) -> list[dict]:
     earlier = {(r["label"], r["run_dir"]): r for r in recorded}
     runs = []
     for label, run_dir in pairs:
-        result_file = run_dir if run_dir.suffix == ".json" else run_dir / RESULT
-        if result_file.is_file() or (run_dir / STATE).is_file():
+        if result_path(run_dir).is_file() or (run_dir / STATE).is_file():
             runs.append(read_run(label, run_dir))
         elif (label, str(run_dir)) in earlier:
             runs.append(earlier[label, str(run_dir)])
