@@ -26,10 +26,15 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _hidden(result: dict) -> int:
+    return result["config"]["model"]["hidden_size"]
+
+
 def _row(name: str, result: dict, protocol: str) -> str:
     test = result["test"][protocol]
     return (
-        f"| {result['dataset']['name']} | {result['model']} | {result['seed']} | {protocol} | {test['ndcg@10']:.4f} | "
+        f"| {result['dataset']['name']} | {result['model']} | {_hidden(result)} | {result['seed']} | {protocol} | "
+        f"{test['ndcg@10']:.4f} | "
         f"{test['hr@10']:.4f} | {test['ndcg@5']:.4f} | {test['hr@5']:.4f} | "
         f"{result['epochs']} ({result['selection']['best_epoch']}) | {result['seconds_per_epoch']:.1f} "
         f"({result['machine']['torch_threads']} thr) | "
@@ -45,22 +50,23 @@ def _over_seeds(results: list[dict], protocol: str) -> str:
     for metric in ("ndcg@10", "hr@10"):
         values = [r["test"][protocol][metric] for r in results]
         parts.append(f"{metric.upper()} {statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}")
-    return f"{first['dataset']['name']} {first['model']} ({protocol}) over seeds {seeds}: {', '.join(parts)}."
+    name = f"{first['dataset']['name']} {first['model']} hidden {_hidden(first)}"
+    return f"{name} ({protocol}) over seeds {seeds}: {', '.join(parts)}."
 
 
 def foundation_table() -> list[str]:
     """The foundation runs, one row per seed (extra seeds from `<stem>_seed<s>.json`), then means over seeds."""
     lines = [
-        "| dataset | model | seed | protocol | NDCG@10 | HR@10 | NDCG@5 | HR@5 | epochs (best) | s/epoch | train time "
-        "| file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | model | hidden | seed | protocol | NDCG@10 | HR@10 | NDCG@5 | HR@5 | epochs (best) | s/epoch "
+        "| train time | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     means = []
     for name, protocol in FOUNDATION:
         result = _load(ROOT / "docs/results" / name)
         if result is None:
             dataset, model, _ = name.removesuffix(".json").split("_")
-            lines.append(f"| {dataset} | {model} | | {protocol} | not run yet | | | | | | | |")
+            lines.append(f"| {dataset} | {model} | | | {protocol} | not run yet | | | | | | | |")
             continue
         lines.append(_row(name, result, protocol))
         results = [result]
@@ -110,6 +116,15 @@ def benchmark_lines() -> list[str]:
             f"{speed['dataset']['items']:,} items, SASRec L = {speed['max_len']}): median "
             f"**{speed['median_seconds']} s** ([json](benchmarks/results/eval_speed.json)).",
         ]
+    sizes = _load(ROOT / "benchmarks/results/eval_speed_hidden.json")
+    if sizes is not None:
+        timed = sizes["hidden_sizes"]
+        lines[-1] += (
+            " Fresh models timed side by side in one run (`" + sizes["command"] + "`; [json](benchmarks/results/"
+            "eval_speed_hidden.json)): " + ", ".join(
+                f"hidden {hidden} {row['median_seconds']} s ({row['time_vs_first']}x)" for hidden, row in timed.items()
+            ) + "."
+        )
     din = _load(ROOT / "benchmarks/results/din_attention.json")
     if din is not None:
         lines += [

@@ -288,8 +288,8 @@ def test_foundation_table_lists_extra_seeds_under_their_row_with_mean_and_sd(tmp
 
     def result(seed: int, ndcg: float, hr: float) -> dict:
         test = {"ndcg@10": ndcg, "hr@10": hr, "ndcg@5": 0.1, "hr@5": 0.2}
-        return {"dataset": {"name": "ml-1m"}, "model": "sasrec", "seed": seed, "test": {"full": test},
-                "epochs": 9, "selection": {"best_epoch": 4}, "seconds_per_epoch": 1.0,
+        return {"dataset": {"name": "ml-1m"}, "model": "sasrec", "config": {"model": {"hidden_size": 64}}, "seed": seed,
+                "test": {"full": test}, "epochs": 9, "selection": {"best_epoch": 4}, "seconds_per_epoch": 1.0,
                 "machine": {"torch_threads": 1}, "train_seconds": 600.0}
 
     results = tmp_path / "docs/results"
@@ -299,7 +299,7 @@ def test_foundation_table_lists_extra_seeds_under_their_row_with_mean_and_sd(tmp
         (results / name).write_text(json.dumps(result(seed, ndcg, hr)))
     monkeypatch.setattr(render, "ROOT", tmp_path)
     lines = render.foundation_table()
-    rows = [line for line in lines if line.startswith("| ml-1m | sasrec")]
-    assert [row.split(" | ")[2] for row in rows] == ["0", "1"]  # seed column, extra seed right under its row
+    rows = [line for line in lines if line.startswith("| ml-1m | sasrec") and "not run yet" not in line]
+    assert [row.split(" | ")[2:4] for row in rows] == [["64", "0"], ["64", "1"]]  # hidden, seed; extra seed below
     assert "not run yet" in lines[lines.index(rows[1]) + 1]  # the next configured row (its file is absent)
-    assert lines[-1].endswith("over seeds 0, 1: NDCG@10 0.1800 +- 0.0141, HR@10 0.3100 +- 0.0141.")
+    assert lines[-1].endswith("hidden 64 (full) over seeds 0, 1: NDCG@10 0.1800 +- 0.0141, HR@10 0.3100 +- 0.0141.")
