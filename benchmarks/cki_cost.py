@@ -12,10 +12,12 @@ head [64]; random weights, or the trained checkpoints given with --checkpoints) 
 the head and over every tensor; only the fusion itself is timed (reading and writing files are not).
 Breakdown: the online layer's parts at batch 256, and single elementwise passes over one layer's weights.
 
-With --repeats R the online measurement runs R times in a row, each in a fresh process, and `online_repeats`
-keeps every repeat's ratios with their spread: on this VM the batch-256 ratio of one process can differ by
-0.2 from the next one's (the allocator's state decides how many page faults each variant's temporaries
-cost), so a single process's figure says less than the spread over processes.
+With --repeats R the online measurement runs R times under each of two allocator settings, alternating,
+each time in a fresh process, and `online_repeats` keeps every repeat's ratios with their spread. Under
+glibc's defaults the batch-256 ratio of one process can differ by 0.2 from the next one's: a freed 1 MB
+temporary may go back to the kernel and fault its pages in again on the next request, as many times as the
+allocator's adaptive thresholds decide. The second setting fixes those thresholds (FIXED_MALLOC, environment
+variables read when a process starts), so temporaries are reused from the heap in every process alike.
 
     python benchmarks/cki_cost.py [--rounds 15] [--repeats 1] [--checkpoints A B] [--out ...cki_cost.json]
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -42,6 +45,10 @@ from dynrec.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 N_ITEMS, WINDOW, D = 3416, 10, 32
+# glibc: serve allocations under 64 MiB from the heap and keep up to 256 MiB of freed memory, instead of the
+# adaptive thresholds that may hand a request's temporaries back to the kernel after each call
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+ALLOCATORS = {"glibc_default": {}, "glibc_fixed_thresholds": FIXED_MALLOC}
 
 
 def _timer(fn: Callable[[], object]) -> float:
@@ -89,10 +96,20 @@ def online(rounds: int) -> dict:
     return report
 
 
-def in_fresh_process(fn: Callable[[int], dict], rounds: int) -> dict:
-    """fn(rounds) in a new interpreter (spawned), so no repeat inherits another's heap."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, (rounds,))
+def in_fresh_process(fn: Callable[[int], dict], rounds: int, env: dict[str, str]) -> dict:
+    """fn(rounds) in a new interpreter (spawned, with `env` added to its environment), so no repeat inherits
+    another's heap and the allocator reads its settings afresh."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(fn, (rounds,))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def spread(repeats: list[dict]) -> dict:
@@ -171,10 +188,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--checkpoints", nargs="+", help="trained checkpoints to fuse offline (default: random)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/cki_cost.json"))
-    parser.add_argument("--repeats", type=int, default=1, help="online measurements in a row (their spread)")
+    parser.add_argument("--repeats", type=int, default=1, help="online measurements per allocator setting")
     args = parser.parse_args()
-    repeats = sorted((in_fresh_process(online, args.rounds) for _ in range(args.repeats)),
-                     key=lambda r: r["online_cki_soft"]["throughput_vs_dynamic"])
+    measured: dict[str, list[dict]] = {name: [] for name in ALLOCATORS}
+    for _ in range(args.repeats):  # alternating, so a drift of the machine reaches both settings alike
+        for name, env in ALLOCATORS.items():
+            measured[name].append(in_fresh_process(online, args.rounds, env))
+    by_soft = {name: sorted(runs, key=lambda r: r["online_cki_soft"]["throughput_vs_dynamic"])
+               for name, runs in measured.items()}
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": torch.get_num_threads(),
@@ -182,15 +203,19 @@ def main() -> None:
                     "inference": "score all items", "offline": "two SASRec, 3,417 x 64 embeddings, 2 blocks, L=200"},
         "target": "online CKI: >= 0.8x the dynamic model's throughput at batch 256, <= 1.3x its latency at batch 1; "
                   "offline fusion of two ML-1M-sized SASRec checkpoints <= 2 s",
-        "online": repeats[len(repeats) // 2],  # the repeat with the median soft throughput ratio
-        "online_repeats": spread(repeats),
+        "allocators": {"glibc_default": "glibc's adaptive mmap and trim thresholds",
+                       "glibc_fixed_thresholds": FIXED_MALLOC},
+        # per allocator setting, the repeat with the median soft throughput ratio
+        "online": {name: runs[len(runs) // 2] for name, runs in by_soft.items()},
+        "online_repeats": {name: spread(runs) for name, runs in by_soft.items()},
         "online_breakdown_b256": breakdown(args.rounds),
         "offline_seconds": offline(max(3, args.rounds // 5), args.checkpoints),
         "machine": machine_info(),
     }
     write_json(Path(args.out), result)
-    for name, values in result["online"].items():
-        print(f"{name:16s} {values}")
+    for allocator, report in result["online"].items():
+        for name, values in report.items():
+            print(f"{allocator} {name:16s} {values}")
     print("breakdown", result["online_breakdown_b256"])
     for name, value in result["offline_seconds"].items():
         print(f"offline {name:32s} {value}")
