@@ -203,8 +203,7 @@ def main() -> None:
                     "inference": "score all items", "offline": "two SASRec, 3,417 x 64 embeddings, 2 blocks, L=200"},
         "target": "online CKI: >= 0.8x the dynamic model's throughput at batch 256, <= 1.3x its latency at batch 1; "
                   "offline fusion of two ML-1M-sized SASRec checkpoints <= 2 s",
-        "allocators": {"glibc_default": "glibc's adaptive mmap and trim thresholds",
-                       "glibc_fixed_thresholds": FIXED_MALLOC},
+        "allocators": {name: env or "glibc's adaptive mmap and trim thresholds" for name, env in ALLOCATORS.items()},
         # per allocator setting, the repeat with the median soft throughput ratio
         "online": {name: runs[len(runs) // 2] for name, runs in by_soft.items()},
         "online_repeats": {name: spread(runs) for name, runs in by_soft.items()},
