@@ -23,7 +23,7 @@ from dynrec.train import seed_everything
 from tests.conftest import tiny_model_config, write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
-           "selected_on", "valid_score", "options", "seconds", "budget"}
+           "selected_on", "valid_score", "options", "seconds", "budget", "trained_with", "a_best_epoch", "b_best_epoch"}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -114,7 +114,7 @@ def test_table3_merges_heads_online_with_no_tensor_option(table3):
 
 
 def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
-    _, out = table1
+    work, out = table1
     rows = _rows(out / "table1.csv")
     assert set(rows[0]) >= COLUMNS
     cells = [(r["dataset"], r["backbone"], r["method"], r["protocol"], r["seed"]) for r in rows]
@@ -124,6 +124,9 @@ def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
     assert {r["budget"] for r in rows} == {"quick"}
     assert all(r["selected_on"] == "valid sampled ndcg@10" for r in rows)
     assert {r["trained_with"] for r in rows} == {machine.trained_with({"machine": machine.machine_info()})}
+    pair, _ = tables.open_pair(tables.TABLES["table1"], str(work / "cyclic.txt"), "sasrec", 0, _context(work))
+    selected = [json.loads((d / "result.json").read_text())["selection"]["best_epoch"] for d in pair.dirs]
+    assert {(int(r["a_best_epoch"]), int(r["b_best_epoch"])) for r in rows} == {tuple(selected)}
     tests = _rows(out / "table1_tests.csv")
     assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
     assert {(t["seeds"], t["pooled_seeds"]) for t in tests} == {("1", "0")}  # one seed run: seed 0
@@ -296,15 +299,21 @@ def test_report_cells_and_empty_test_tables():
     assert header.count("|") == separator.count("|") == rows[0].count("|") == 9
 
 
-def test_the_report_names_the_code_behind_each_cell():
+def test_the_report_names_the_code_and_selected_epochs_behind_each_cell():
     import pandas as pd
 
-    rows = pd.DataFrame([{"dataset": "d", "backbone": "b", "trained_with": "aaaaaaaa+bbbbbbbb"},
-                         {"dataset": "d", "backbone": "b", "trained_with": "aaaaaaaa"},
-                         {"dataset": "d", "backbone": "c", "trained_with": None}])
-    assert report.code_table(rows)[2:] == ["| d | b | aaaaaaaa, bbbbbbbb |", "| d | c | unrecorded |"]
-    assert report.code_table(rows.drop(columns="trained_with"))[2:] == ["| d | b | unrecorded |",
-                                                                        "| d | c | unrecorded |"]
+    rows = pd.DataFrame([
+        {"dataset": "d", "backbone": "b", "seed": 0, "trained_with": "aaaaaaaa+bbbbbbbb", "a_best_epoch": 119,
+         "b_best_epoch": 150},
+        {"dataset": "d", "backbone": "b", "seed": 0, "trained_with": "aaaaaaaa+bbbbbbbb", "a_best_epoch": 119,
+         "b_best_epoch": 150},  # another method of the same pair
+        {"dataset": "d", "backbone": "b", "seed": 1, "trained_with": "aaaaaaaa", "a_best_epoch": 175,
+         "b_best_epoch": None},
+        {"dataset": "d", "backbone": "c", "seed": 0, "trained_with": None, "a_best_epoch": 7, "b_best_epoch": 7}])
+    assert report.code_table(rows)[2:] == ["| d | b | aaaaaaaa, bbbbbbbb | 119-175 | 150 + unrecorded |",
+                                           "| d | c | unrecorded | 7 | 7 |"]
+    assert report.code_table(rows.drop(columns=["trained_with", "a_best_epoch", "b_best_epoch"]))[2:] == [
+        "| d | b | unrecorded | unrecorded | unrecorded |", "| d | c | unrecorded | unrecorded | unrecorded |"]
 
 
 def test_compatibility_rows_come_from_the_files_with_matching_columns(tmp_path):

@@ -48,6 +48,7 @@ class Pair:
     name: str  # <dataset>-<backbone>-s<seed>, for file names
     progress: bool = False
     trained_with: str = ""  # the dynrec commit(s) that trained A and B (machine.trained_with)
+    best_epochs: tuple[int | None, int | None] = (None, None)  # the epochs validation selected for A and B
 
     @property
     def online(self) -> bool:

@@ -207,15 +207,29 @@ def timing_table(timings: dict[str, dict | None]) -> list[str]:
 
 
 def code_table(rows: pd.DataFrame) -> list[str]:
-    """Which dynrec commit(s) trained each cell's base runs (the `trained_with` column; rows written before it
-    existed, or by runs older than code_version, say unrecorded): numbers from different code stay apart."""
+    """Which dynrec commit(s) trained each cell's base runs (the `trained_with` column) and the epochs validation
+    selected for A and B, lowest to highest over seeds; rows written before these columns existed, or by runs
+    older than code_version, say unrecorded: numbers from different code or budgets stay apart."""
     code = rows["trained_with"] if "trained_with" in rows else pd.Series("unrecorded", index=rows.index)
     code = code.fillna("unrecorded").astype(str)
-    lines = ["| dataset | backbone | base runs trained with (dynrec commit) |", "|---|---|---|"]
+    lines = ["| dataset | backbone | base runs trained with (dynrec commit) | selected epoch, A | selected epoch, B |",
+             "|---|---|---|---|---|"]
     for (dataset, backbone), group in code.groupby([rows["dataset"], rows["backbone"]]):
         names = sorted({name for value in group for name in value.split("+")})
-        lines.append(f"| {dataset} | {backbone} | {', '.join(names)} |")
+        cell = rows.loc[group.index]
+        epochs = [_epoch_range(cell, column) for column in ("a_best_epoch", "b_best_epoch")]
+        lines.append(f"| {dataset} | {backbone} | {', '.join(names)} | {epochs[0]} | {epochs[1]} |")
     return lines
+
+
+def _epoch_range(cell: pd.DataFrame, column: str) -> str:
+    """'119-186' over the cell's seeds ('unrecorded' where no row has it, '+ unrecorded' where some lack it)."""
+    values = cell.groupby("seed")[column].first() if column in cell and "seed" in cell else pd.Series(dtype=float)
+    known = values.dropna().astype(int)
+    if known.empty:
+        return "unrecorded"
+    text = f"{known.min()}" if known.min() == known.max() else f"{known.min()}-{known.max()}"
+    return text + (" + unrecorded" if len(known) < len(values) else "")
 
 
 def bar_chart(name: str, rows: pd.DataFrame, path: Path) -> None:
@@ -380,9 +394,10 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
                 text += ["### The issue's target: CKI above A, B(G), averaging and ensemble, p < 0.05 (both tests)", "",
                          *target_check(tests), "", *compatibility_section(out_dir, link)]
         if rows is not None:
-            text += ["", "### Code", "", "The dynrec commit(s) that trained each cell's base runs, over its seeds. "
-                     "Unrecorded: the row, or its runs, predate this record (`--cached-only` fills it in from "
-                     "cached runs that name their code).", "", *code_table(rows)]
+            text += ["", "### Code and training length", "", "The dynrec commit(s) that trained each cell's base "
+                     "runs, and the epochs validation selected for models A and B, over its seeds. Unrecorded: the "
+                     "row, or its runs, predate this record (`--cached-only` fills it in from cached runs).", "",
+                     *code_table(rows)]
     if (out_dir / DISCUSSION).is_file():  # written by hand from the tables above, committed beside them
         text += ["", "## Discussion: where CKI wins, where it does not, and why", "",
                  (out_dir / DISCUSSION).read_text().strip()]

@@ -171,7 +171,7 @@ def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context
     dirs = (Path(cfg_a.out_dir), Path(cfg_b.out_dir))
     pair = Pair(load_checkpoint(dirs[0])[0], load_checkpoint(dirs[1])[0], dirs, (config_key(cfg_a), config_key(cfg_b)),
                 cfg_a, ctx.data(cfg_a), ctx.root, f"{Path(dataset).name}-{backbone}-s{seed}", ctx.progress,
-                trained_with(*results))
+                trained_with(*results), tuple(r.get("selection", {}).get("best_epoch") for r in results))
     if pair.online:
         check_frozen_on(pair.a, pair.b)
     return pair, seconds
@@ -289,10 +289,12 @@ def metric_columns(ks: list[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")] + ["auc", "uauc"]
 
 
-def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int], code: str = "") -> list[dict]:
+def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int], pair: Pair) -> list[dict]:
     """One CSV row per protocol: test metrics, the validation score that selected the method, its options,
-    the seconds its selection and evaluation took, and the commit(s) that trained the base runs (`code`)."""
+    the seconds its selection and evaluation took, and the base runs' provenance (`pair`): the commit(s) that
+    trained them and the epochs validation selected for A and B."""
     dataset, backbone, seed = cell
+    epoch_a, epoch_b = pair.best_epochs
     rows = []
     for protocol, record in evaluated.records.items():
         selection = record["selection"]
@@ -301,7 +303,8 @@ def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: li
                      "selected_on": f"valid {selection['protocol']} {selection['metric']}",
                      "valid_score": selection["value"], "options": _options_text(record["options"]),
                      "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
-                     "budget": record["budget"], "trained_with": code})
+                     "budget": record["budget"], "trained_with": pair.trained_with, "a_best_epoch": epoch_a,
+                     "b_best_epoch": epoch_b})
     return rows
 
 
@@ -389,7 +392,7 @@ def reproduce_table(
             if evaluated is None:
                 continue
             cells[dataset, backbone, seed, method] = evaluated
-            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks, pair.trained_with)
+            rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks, pair)
             method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
                                                                 for r in evaluated.records.values())
         cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
