@@ -67,7 +67,8 @@ def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_
 
     def fake_train(cfg, progress=False):
         trained.append((cfg.model.dynamic, cfg.train.freeze_backbone, cfg.train.init_from))
-        result = {"test": {"sampled": {"ndcg@5": 0.5}}, "epochs": 1, "seconds_per_epoch": 1.0}
+        result = {"test": {"sampled": {"ndcg@5": 0.5}}, "epochs": 3, "seconds_per_epoch": 1.0,
+                  "selection": {"best_epoch": 2}}
         (Path(cfg.out_dir)).mkdir(parents=True)
         (Path(cfg.out_dir) / runner.RESULT).write_text(json.dumps(result))
         return result
@@ -80,6 +81,7 @@ def test_the_dynamic_model_on_the_static_backbone_waits_for_its_static_twin(tmp_
     assert trained == [(False, False, None), (True, True, str(static_dir))]
     assert [r["variant"] for r in rows] == ["static", "dynamic-on-a"]
     assert {r["trained_with"] for r in rows} == {"unrecorded"}  # these fake results do not name their code
+    assert {(r["epochs"], r["best_epoch"]) for r in rows} == {(3, 2)}
     assert "| ml-1m | sasrec | dynamic-on-a vs static | | +0.0% |" in dynamic.summary_markdown(rows, "sampled")
 
 

@@ -93,7 +93,9 @@ def static_vs_dynamic(
                         rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
                                      "setting": setting, "protocol": protocol, "seed": seed,
                                      **{m: metrics.get(m) for m in METRICS if m in metrics},
-                                     "epochs": result["epochs"], "seconds_per_epoch": result["seconds_per_epoch"],
+                                     "epochs": result["epochs"],
+                                     "best_epoch": result.get("selection", {}).get("best_epoch"),
+                                     "seconds_per_epoch": result["seconds_per_epoch"],
                                      "trained_with": trained_with(result)})
     return rows
 
