@@ -15,15 +15,31 @@ import dynrec
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when dynrec runs from one
 
 
-def cpu_model() -> str:
+def cpu_fields() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return fields
+
+
+def cpu_model() -> str:
+    return cpu_fields().get("model name") or platform.processor() or "unknown"
+
+
+def cpu_id() -> str:
+    """Vendor, family, model and stepping: tells CPU generations apart where a VM masks the model name (the
+    same build and seed can round differently on another generation's kernels)."""
+    f = cpu_fields()
+    parts = [f.get("vendor_id", "")] + [f"{k} {f[k]}" for k in ("cpu family", "model", "stepping") if k in f]
+    return " ".join(p for p in parts if p) or "unknown"
 
 
 @functools.cache
@@ -47,6 +63,8 @@ def machine_info() -> dict:
     """The CPU, cores, threads, torch and Python versions, the platform, the GPU if any, and dynrec's code."""
     info = {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD level torch's kernels dispatch to
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -77,6 +77,21 @@ def test_results_record_the_code_they_were_made_with():
         assert isinstance(info["dirty"], bool)
 
 
+def test_results_record_the_cpu_generation_and_kernel_level(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                       "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel\t\t: 17\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                           *a, **k))
+    assert machine.cpu_id() == "AuthenticAMD cpu family 25 model 1 stepping 1"  # the first CPU only
+    assert machine.cpu_model() == "AMD EPYC"
+    info = machine.machine_info()
+    assert info["cpu_id"] == machine.cpu_id()
+    assert info["cpu_capability"] in {"DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"} or \
+        info["cpu_capability"].startswith(("SVE", "NEON"))
+
+
 def test_rows_name_the_commits_that_trained_them():
     clean = {"machine": {"dynrec": {"version": "0", "commit": "a" * 40, "dirty": False}}}
     dirty = {"machine": {"dynrec": {"version": "0", "commit": "b" * 40, "dirty": True}}}
