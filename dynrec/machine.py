@@ -67,7 +67,7 @@ def machine_info() -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD level torch's kernels dispatch to
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: a TorchVersion would not load with weights_only
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
@@ -78,13 +78,14 @@ def machine_info() -> dict:
 
 
 def trained_with(*results: dict) -> str:
-    """The dynrec commit(s) that wrote these run results, short and '+'-joined when they differ ('-dirty' for
-    uncommitted changes under dynrec/, 'unrecorded' for results older than code_version): rows name it so
-    numbers from different code stay told apart."""
+    """The dynrec commit(s) that trained these runs, short and '+'-joined when they differ ('-dirty' for
+    uncommitted changes under dynrec/, 'unrecorded' for results older than code_version): every training
+    session of a resumed run counts, so rows name all the code behind their numbers."""
     names: list[str] = []
     for result in results:
-        code = result.get("machine", {}).get("dynrec", {})
-        name = f"{code['commit'][:8]}{'-dirty' if code.get('dirty') else ''}" if "commit" in code else "unrecorded"
-        if name not in names:
-            names.append(name)
+        for session in result.get("sessions") or [{"machine": result.get("machine", {})}]:
+            code = session.get("machine", {}).get("dynrec", {})
+            name = f"{code['commit'][:8]}{'-dirty' if code.get('dirty') else ''}" if "commit" in code else "unrecorded"
+            if name not in names:
+                names.append(name)
     return "+".join(names)

@@ -177,6 +177,11 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         generator.set_state(state.pop("generator"))
         torch.set_rng_state(state.pop("torch_rng"))
         log(f"resuming {run_dir} at epoch {state['epoch']} (best {t.select_metric} {state['best']:.4f})")
+    if state["epoch"] and "sessions" not in state:  # a state written before sessions were recorded
+        state["sessions"] = [{"from_epoch": 0, "machine": {}}]
+    sessions = state.setdefault("sessions", [])  # who trained which epochs: results may differ by build and machine
+    if state["epoch"] < t.epochs and state["bad_checks"] < t.patience:  # this call trains: name it
+        sessions.append({"from_epoch": state["epoch"], "machine": machine_info()})
     started = time.perf_counter()
     while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
         epoch = state["epoch"]
@@ -221,6 +226,7 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "history": state["history"],
         "machine": machine_info(),
+        "sessions": state["sessions"],
     }
     result.update(evaluation_report(model, data, cfg))
     write_json(run_dir / RESULT, result)

@@ -98,6 +98,8 @@ def test_rows_name_the_commits_that_trained_them():
     assert machine.trained_with(clean, clean) == "aaaaaaaa"
     assert machine.trained_with(clean, dirty) == "aaaaaaaa+bbbbbbbb-dirty"
     assert machine.trained_with({"machine": {}}, clean) == "unrecorded+aaaaaaaa"
+    resumed = {"machine": clean["machine"], "sessions": [{"from_epoch": 0, **dirty}, {"from_epoch": 5, **clean}]}
+    assert machine.trained_with(resumed) == "bbbbbbbb-dirty+aaaaaaaa"  # every session, not only the last
 
 
 def test_covering_the_whole_history_trains_on_every_target(tmp_path, cyclic_file):
@@ -220,6 +222,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, cyclic_file):
     a = json.loads((tmp_path / "interrupted" / "result.json").read_text())
     b = json.loads((tmp_path / "reference" / "result.json").read_text())
     assert a["test"] == b["test"] and a["epochs"] == b["epochs"] == epochs
+    assert [session["from_epoch"] for session in a["sessions"]] == [0, stopped_at]  # both sessions named
+    assert [session["from_epoch"] for session in b["sessions"]] == [0]
+    assert all(session["machine"]["dynrec"] == b["machine"]["dynrec"] for session in a["sessions"])
 
 
 def test_resume_accepts_a_state_saved_before_a_config_key_existed(tmp_path, cyclic_file):
@@ -230,6 +235,11 @@ def test_resume_accepts_a_state_saved_before_a_config_key_existed(tmp_path, cycl
     torch.save(state, path)
     result = train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
     assert result["epochs"] == 2
+    del state["sessions"]  # and one saved before training sessions were recorded
+    torch.save(state, path)
+    result = train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
+    assert [s["from_epoch"] for s in result["sessions"]] == [0, 1]
+    assert machine.trained_with(result).startswith("unrecorded+")  # the first epoch's code is not known
 
 
 def test_uniform_loss_scale_averages_over_all_positions(cyclic_data):
