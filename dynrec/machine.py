@@ -15,8 +15,9 @@ import dynrec
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when dynrec runs from one
 
 
+@functools.cache
 def cpu_fields() -> dict[str, str]:
-    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none); read once per process."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:

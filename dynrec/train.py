@@ -177,9 +177,9 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         generator.set_state(state.pop("generator"))
         torch.set_rng_state(state.pop("torch_rng"))
         log(f"resuming {run_dir} at epoch {state['epoch']} (best {t.select_metric} {state['best']:.4f})")
-    if state["epoch"] and "sessions" not in state:  # a state written before sessions were recorded
-        state["sessions"] = [{"from_epoch": 0, "machine": {}}]
-    sessions = state.setdefault("sessions", [])  # who trained which epochs: results may differ by build and machine
+    # who trained which epochs (results may differ by build and machine); a state saved before sessions were
+    # recorded has its earlier epochs' code unrecorded
+    sessions = state.setdefault("sessions", [{"from_epoch": 0, "machine": {}}] if state["epoch"] else [])
     if state["epoch"] < t.epochs and state["bad_checks"] < t.patience:  # this call trains: name it
         sessions.append({"from_epoch": state["epoch"], "machine": machine_info()})
     started = time.perf_counter()

@@ -20,16 +20,14 @@ from safetensors.torch import load_file
 
 from dynrec.experiments.dynamic import twin_config
 from dynrec.machine import machine_info
+from dynrec.serve.bundle import tensor_sha256
 from dynrec.train import train
 
 
 def weights_digest(path: Path) -> str:
-    """sha256 over the tensors' names and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(load_file(path).items()):
-        digest.update(name.encode())
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """sha256 over each tensor's name and tensor_sha256, in name order."""
+    lines = (f"{name} {tensor_sha256(tensor)}\n" for name, tensor in sorted(load_file(path).items()))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def main() -> None:

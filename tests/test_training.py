@@ -77,13 +77,15 @@ def test_results_record_the_code_they_were_made_with():
         assert isinstance(info["dirty"], bool)
 
 
-def test_results_record_the_cpu_generation_and_kernel_level(tmp_path, monkeypatch):
+def test_results_record_the_cpu_generation_and_kernel_level(tmp_path, monkeypatch, request):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
                        "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel\t\t: 17\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
                                                                            *a, **k))
+    machine.cpu_fields.cache_clear()  # read once per process: read the fake file now, the real one afterwards
+    request.addfinalizer(machine.cpu_fields.cache_clear)
     assert machine.cpu_id() == "AuthenticAMD cpu family 25 model 1 stepping 1"  # the first CPU only
     assert machine.cpu_model() == "AMD EPYC"
     info = machine.machine_info()
