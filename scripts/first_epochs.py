@@ -18,6 +18,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from dynrec.checkpoint import write_json
 from dynrec.experiments.dynamic import twin_config
 from dynrec.machine import machine_info
 from dynrec.serve.bundle import tensor_sha256
@@ -48,10 +49,9 @@ def main() -> None:
     record = {"command": " ".join(sys.argv), "dataset": args.dataset, "backbone": args.backbone, "seed": args.seed,
               "threads": args.threads, "history": result["history"], "weights_sha256": digest,
               "machine": machine_info()}
-    text = json.dumps(record, indent=2)
-    print(text)
+    print(json.dumps(record, indent=2))
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json(Path(args.out), record)  # temp file, then rename
 
 
 if __name__ == "__main__":
