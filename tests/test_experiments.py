@@ -177,3 +177,20 @@ def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epoc
     assert {(cfg.train.patience, cfg.train.epochs) for cfg in configs.values()} == {(20, 300)}  # not the yamls' 5
     quick, _ = dynamic.twin_config("douban-music", "sasrec", 0, "paper", "static", 1, ("train.patience=1",))
     assert quick.train.patience == 1  # the tables' extra overrides still come last
+
+
+def test_merge_rows_keeps_the_test_pooled_over_more_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A paired test read back over fewer seeds never replaces a committed one pooled over more; a plain row,
+    or a test over as many seeds, is replaced (and a changed seed set is logged)."""
+    path = tmp_path / "tests.csv"
+    key = ("cell",)
+    runner.write_csv(path, [{"cell": "a", "seeds": 3, "pooled_seeds": "0 1 2", "p": 0.01},
+                            {"cell": "b", "seeds": 1, "pooled_seeds": "0", "p": 0.2}])
+    fewer = {"cell": "a", "seeds": 1, "pooled_seeds": "2", "p": 0.5}
+    other = {"cell": "b", "seeds": 1, "pooled_seeds": "1", "p": 0.3}
+    merged = {row["cell"]: row for row in runner.merge_rows(path, [fewer, other], key, keep_pooled=True)}
+    assert merged["a"]["pooled_seeds"] == "0 1 2" and float(merged["a"]["p"]) == 0.01
+    assert merged["b"] == other
+    assert "replaced the committed row ('b',), pooled over seeds 0, by one over seeds 1" in capsys.readouterr().out
+    plain = {row["cell"]: row for row in runner.merge_rows(path, [fewer], key)}
+    assert plain["a"] == fewer and set(plain) == {"a", "b"}

@@ -153,18 +153,22 @@ def read_csv(path: Path) -> list[dict]:
         return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(f)]
 
 
-def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_larger: str | None = None) -> list[dict]:
+def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_pooled: bool = False) -> list[dict]:
     """This call's rows, merged into the rows already in `path`: a row with the same `key` is replaced, the
     others are kept, so results of an earlier sitting survive a call that covers only some cells (run caches
-    need not outlive a sitting; the committed CSVs do). With `keep_larger`, an existing row whose value in
-    that column is larger stays (a paired test pooled over more seeds than this call could read back)."""
+    need not outlive a sitting; the committed CSVs do). With `keep_pooled` (rows of paired tests, which carry
+    `seeds` and `pooled_seeds`), an existing row pooled over more seeds than this call could read back stays."""
     merged = {tuple(str(row[k]) for k in key): row for row in read_csv(path)}
     for row in rows:
         index = tuple(str(row[k]) for k in key)
         old = merged.get(index)
-        if keep_larger and old is not None and float(old[keep_larger]) > float(row[keep_larger]):
-            log(f"{path.name}: kept the committed row {index}, pooled over {old[keep_larger]} {keep_larger} "
-                f"(this call read back {row[keep_larger]})")
-            continue
+        if keep_pooled and old is not None:
+            if int(old["seeds"]) > int(row["seeds"]):
+                log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']} "
+                    f"(this call read back seeds {row['pooled_seeds']})")
+                continue
+            if str(old["pooled_seeds"]) != str(row["pooled_seeds"]) and int(old["seeds"]) == int(row["seeds"]):
+                log(f"{path.name}: replaced the committed row {index}, pooled over seeds {old['pooled_seeds']}, "
+                    f"by one over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
         merged[index] = row
     return list(merged.values())

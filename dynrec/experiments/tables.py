@@ -400,7 +400,7 @@ def reproduce_table(
     with outputs_lock(out_dir):  # another worker may be merging into the same files
         rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
         write_csv(out_dir / f"{name}.csv", rows)
-        tests = merge_rows(out_dir / f"{name}_tests.csv", tested, TEST_KEY, keep_larger="seeds")
+        tests = merge_rows(out_dir / f"{name}_tests.csv", tested, TEST_KEY, keep_pooled=True)
         write_csv(out_dir / f"{name}_tests.csv", tests)
         timing = merge_timing(out_dir / f"{name}_timing.json", {
             "table": name, "title": table.title, "budget": ctx.budget.name,
