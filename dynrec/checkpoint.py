@@ -57,22 +57,32 @@ def wait_for_run(run_dir: Path) -> None:
             fcntl.flock(handle, fcntl.LOCK_SH)  # granted once the trainer's exclusive lock is gone
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename tmp_path to path (same directory, so the rename is atomic)."""
+def atomic_write(path: Path, write, replace: bool = True) -> bool:
+    """Call write(tmp_path) then rename tmp_path to path (same directory, so the rename is atomic). With
+    replace=False an existing path is kept (a hard link never overwrites) and False is returned."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n"))
+def write_json(path: Path, payload: dict, replace: bool = True) -> bool:
+    """Write payload as indented JSON, atomically; see atomic_write for `replace`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=_json_default)
+                                                         + "\n"), replace)
 
 
 def _json_default(value):

@@ -28,15 +28,20 @@ def read_record(stem: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_record(stem: Path, record: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
-    """Store `arrays` as `stem`.npz (compressed), then `record` as `stem`.json, each atomically."""
+def write_record(stem: Path, record: dict, arrays: dict[str, np.ndarray] | None = None) -> dict:
+    """Store `arrays` as `stem`.npz (compressed), then `record` as `stem`.json, each atomically, and return
+    the record now on disk. The first record written wins: when two processes compute the same entry (two
+    tables sharing a pair), the second gets the first's record back, so both report the same one. The arrays
+    are deterministic, so either process's copy is the same."""
     if arrays:
         def save(tmp: Path) -> None:
             with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a path
                 np.savez_compressed(f, **arrays)
 
         atomic_write(_file(stem, ".npz"), save)
-    write_json(_file(stem, ".json"), record)
+    if write_json(_file(stem, ".json"), record, replace=False):
+        return record
+    return read_record(stem)
 
 
 def read_arrays(stem: Path, name: str) -> np.ndarray:

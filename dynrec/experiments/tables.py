@@ -208,8 +208,8 @@ def validation_score(pair: Pair, name: str, options: dict, ctx: Context) -> dict
         tic = time.perf_counter()
         scorer, _ = method.build(pair, options)
         _, score = _valid_score(scorer, pair)
-        record = {"options": options, "valid": score, "seconds": round(time.perf_counter() - tic, 3)}
-        write_record(stem, record)
+        record = write_record(stem, {"options": options, "valid": score,
+                                     "seconds": round(time.perf_counter() - tic, 3)})
     return record
 
 
@@ -246,8 +246,7 @@ def evaluate_method(pair: Pair, name: str, ctx: Context) -> Evaluated | None:
     missing = [p for p, record in records.items() if record is None]
     if missing and not ctx.cached_only:
         for protocol, (record, arrays) in _evaluate(pair, name, options, missing, ctx).items():
-            write_record(stems[protocol], record, arrays)
-            records[protocol] = record
+            records[protocol] = write_record(stems[protocol], record, arrays)
     present = {p: record for p, record in records.items() if record is not None}
     if not present:
         return None
@@ -360,8 +359,8 @@ def _p_values(differences: np.ndarray, root: Path, payload: dict) -> dict:
     stem = root / "tables" / "tests" / payload_key({**payload, "resamples": RESAMPLES})
     record = read_record(stem)
     if record is None:
-        record = {"p_bootstrap": paired_bootstrap(differences), "p_t_test": paired_t_test(differences)}
-        write_record(stem, record)
+        record = write_record(stem, {"p_bootstrap": paired_bootstrap(differences),
+                                     "p_t_test": paired_t_test(differences)})
     return record
 
 
