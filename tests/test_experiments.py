@@ -26,7 +26,6 @@ def test_config_key_ignores_placement_but_not_content():
     assert runner.config_key(load_config(None, ["train.cover=all"])) != runner.config_key(b)
 
 
-
 def test_the_first_cached_record_wins_and_both_writers_get_it_back(tmp_path):
     stem = tmp_path / "tables" / "pair" / "model-a-sampled-0123456789"
     first = write_record(stem, {"ndcg": 0.5, "seconds": 4.393}, {"ndcg": np.array([0.5, 0.25])})
@@ -35,6 +34,7 @@ def test_the_first_cached_record_wins_and_both_writers_get_it_back(tmp_path):
     assert first == second == read_record(stem) == {"ndcg": 0.5, "seconds": 4.393}
     np.testing.assert_array_equal(read_arrays(stem, "ndcg"), [0.5, 0.25])
     assert sorted(p.name for p in stem.parent.iterdir()) == [f"{stem.name}.json", f"{stem.name}.npz"]  # no tmp
+
 
 def test_config_key_of_a_run_started_from_another_ignores_how_its_path_is_spelled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
