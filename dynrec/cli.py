@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 options["bins"] = args.bins
             info = api.fuse_checkpoints(args.models, args.method, args.out, args.tensors, options, args.base,
                                         args.learn_epochs, args.data_dir, progress=not args.no_progress)
-            print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models -> {args.out}")
+            share = "" if info["share"] is None else " (share of the spliced positions: " + ", ".join(
+                f"{w:.3f}" for w in info["share"]) + ")"
+            print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models{share} -> {args.out}")
         elif args.command == "export":
             manifest = api.export(args.checkpoint, args.out, args.cki == "hard", args.bins, args.data_dir, args.force)
             print(f"{len(manifest['tensors'])} tensors, {len(manifest['files'])} files -> {args.out}")

@@ -169,6 +169,25 @@ def test_tensor_selection_and_untouched_tensors_come_from_the_first_model():
     assert result.info["spliced"] == ["head.weight.0"]
 
 
+def test_share_counts_each_models_positions_over_every_spliced_tensor():
+    models = _models(3, shape=(4, 5), seed=3)
+    hard = fuse(models, "cki-hard", tensors="all")
+    taken = torch.zeros(3)
+    for name, fused in hard.state_dict.items():
+        for k, model in enumerate(models):
+            taken[k] += (fused == model[name]).sum()
+    assert hard.info["share"] == pytest.approx((taken / taken.sum()).tolist(), abs=1e-6)
+    soft = fuse(models, "cki", tensors="all")
+    sizes = {name: tensor.numel() for name, tensor in models[0].items()}
+    mean_weights = sum(torch.tensor(soft.info["per_tensor"][n]["mean_weight"]) * sizes[n] for n in sizes)
+    assert soft.info["share"] == pytest.approx((mean_weights / sum(sizes.values())).tolist(), abs=1e-5)
+    assert sum(soft.info["share"]) == pytest.approx(1.0, abs=1e-5)
+    a = models[0]["head.weight.0"]
+    only_a = fuse([{"head.weight.0": a}, {"head.weight.0": a - 1.0}], "cki-hard")  # equal V: the larger value
+    assert only_a.info["share"] == [1.0, 0.0]
+    assert fuse(models, "average").info["share"] is None
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -320,10 +339,13 @@ def _checkpoints(cyclic_file, cyclic_data, tmp_path) -> tuple[RunConfig, list]:
     return cfg, paths
 
 
-def test_fused_checkpoint_loads_into_the_plain_architecture_and_scores(cyclic_file, cyclic_data, tmp_path):
+def test_fused_checkpoint_loads_into_the_plain_architecture_and_scores(cyclic_file, cyclic_data, tmp_path, capsys):
     _, (a, b) = _checkpoints(cyclic_file, cyclic_data, tmp_path)
     assert cli.main(["fuse", "--models", str(a), str(b), "--method", "cki", "--tensors", "all", "--bins", "8",
                      "--out", str(tmp_path / "fused")]) == 0
+    share = json.loads((tmp_path / "fused" / "fusion.json").read_text())["share"]
+    assert sum(share) == pytest.approx(1.0, abs=1e-5)
+    assert f"(share of the spliced positions: {share[0]:.3f}, {share[1]:.3f})" in capsys.readouterr().out
     inputs, fused = load_file(str(a / "model.safetensors")), load_file(str(tmp_path / "fused" / "model.safetensors"))
     assert {k: (v.shape, v.dtype) for k, v in fused.items()} == {k: (v.shape, v.dtype) for k, v in inputs.items()}
     assert (tmp_path / "fused" / "config.json").read_text() == (a / "config.json").read_text()

@@ -23,7 +23,8 @@ from dynrec.train import seed_everything
 from tests.conftest import tiny_model_config, write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
-           "selected_on", "valid_score", "options", "seconds", "budget", "trained_with", "a_best_epoch", "b_best_epoch"}
+           "selected_on", "valid_score", "options", "seconds", "budget", "trained_with", "a_best_epoch", "b_best_epoch",
+           "a_share"}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -127,6 +128,9 @@ def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
     pair, _ = tables.open_pair(tables.TABLES["table1"], str(work / "cyclic.txt"), "sasrec", 0, _context(work))
     selected = [json.loads((d / "result.json").read_text())["selection"]["best_epoch"] for d in pair.dirs]
     assert {(int(r["a_best_epoch"]), int(r["b_best_epoch"])) for r in rows} == {tuple(selected)}
+    shares = {r["method"]: r["a_share"] for r in rows}
+    assert all(0 <= float(shares[m]) <= 1 for m in ("cki", "cki-hard", "cki-learned", "magnitude"))
+    assert all(shares[m] == "" for m in ("model-a", "model-b", "average", "ties", "ensemble"))
     tests = _rows(out / "table1_tests.csv")
     assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
     assert {(t["seeds"], t["pooled_seeds"]) for t in tests} == {("1", "0")}  # one seed run: seed 0

@@ -107,6 +107,12 @@ def fused(pair: Pair, method: str, options: dict) -> FusionResult:
     return fuse(states, method, options["tensors"], labels=["model A", "model B"], **method_options)
 
 
+def _offline_details(result: FusionResult) -> dict:
+    """What a table row keeps of an offline fusion: the tensors spliced and, where the method has maps (CKI,
+    magnitude pruning), each model's share of the spliced positions."""
+    return {"spliced": result.info["spliced"], "share": result.info["share"]}
+
+
 def _model(which: str) -> Callable[[Pair, dict], Built]:
     def build(pair: Pair, options: dict) -> Built:
         return (pair.a if which == "a" else pair.b), {}
@@ -123,7 +129,7 @@ def _fusion(method: str) -> Callable[[Pair, dict], Built]:
         if pair.online:
             return OnlineBaseline(pair.b, method, **options).eval(), {"online": True}
         result = fused(pair, method, options)
-        return with_weights(pair.b, result.state_dict), {"spliced": result.info["spliced"]}
+        return with_weights(pair.b, result.state_dict), _offline_details(result)
 
     return build
 
@@ -133,7 +139,7 @@ def _cki(hard: bool) -> Callable[[Pair, dict], Built]:
         if pair.online:
             return OnlineCKI(pair.b, hard=hard).eval(), {"online": True}
         result = fused(pair, "cki-hard" if hard else "cki", options)
-        return with_weights(pair.b, result.state_dict), {"spliced": result.info["spliced"], "online": False}
+        return with_weights(pair.b, result.state_dict), {**_offline_details(result), "online": False}
 
     return build
 
@@ -149,7 +155,7 @@ def _cki_learned(pair: Pair, options: dict) -> Built:
     compatibility, history = train_compatibility(copy.deepcopy(pair.a), states, pair.data, pair.cfg,
                                                  options["tensors"], options["epochs"], progress=pair.progress)
     result = fuse(states, "cki", options["tensors"], compatibility=compatibility)
-    return with_weights(pair.b, result.state_dict), {"online": False, "learning": history}
+    return with_weights(pair.b, result.state_dict), {**_offline_details(result), "online": False, "learning": history}
 
 
 def fused_checkpoint(pair: Pair, method: str, options: dict) -> Path:

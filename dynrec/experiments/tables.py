@@ -290,8 +290,9 @@ def metric_columns(ks: list[int]) -> list[str]:
 
 def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int], pair: Pair) -> list[dict]:
     """One CSV row per protocol: test metrics, the validation score that selected the method, its options,
-    the seconds its selection and evaluation took, and the base runs' provenance (`pair`): the commit(s) that
-    trained them and the epochs validation selected for A and B."""
+    the seconds its selection and evaluation took, model A's share of the spliced positions (methods with maps;
+    blank in records made before the share was kept), and the base runs' provenance (`pair`): the commit(s)
+    that trained them and the epochs validation selected for A and B."""
     dataset, backbone, seed = cell
     epoch_a, epoch_b = pair.best_epochs
     rows = []
@@ -303,7 +304,7 @@ def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: li
                      "valid_score": selection["value"], "options": _options_text(record["options"]),
                      "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
                      "budget": record["budget"], "trained_with": pair.trained_with, "a_best_epoch": epoch_a,
-                     "b_best_epoch": epoch_b})
+                     "b_best_epoch": epoch_b, "a_share": (record["details"].get("share") or [None])[0]})
     return rows
 
 

@@ -149,6 +149,12 @@ def check_state_dicts(state_dicts: Sequence[StateDict], labels: Sequence[str] | 
     return list(first)
 
 
+def _shares(weight_sums: torch.Tensor) -> list[float]:
+    """Each model's share of the spliced positions: its map summed over them, over all models' sums (hard
+    splicing: the fraction of positions taken from it)."""
+    return [round(float(total), 6) for total in weight_sums / weight_sums.sum()]
+
+
 def fuse(
     state_dicts: Sequence[StateDict],
     method: str = "cki",
@@ -181,6 +187,7 @@ def fuse(
     fused = {name: tensor.clone() for name, tensor in state_dicts[0].items()}
     maps: dict[str, torch.Tensor] = {}
     per_tensor: dict[str, dict] = {}
+    weight_sums = torch.zeros(len(state_dicts), dtype=torch.float64)  # each model's map summed over positions
     for name in spliced:
         dtype = torch.promote_types(state_dicts[0][name].dtype, torch.float32)
         weights = [state[name].to(dtype) for state in state_dicts]
@@ -190,12 +197,15 @@ def fuse(
         if tensor_maps is not None:
             maps[name] = tensor_maps.detach()
             summary["mean_weight"] = [round(float(m.float().mean()), 6) for m in tensor_maps]
+            positions = tensor_maps.detach().double().expand(len(weights), *tensor.shape)
+            weight_sums += positions.flatten(1).sum(1)
         per_tensor[name] = summary
     shown = {k: v for k, v in options.items() if k not in ("base", "compatibility")}
     info = {
         "method": method, "summary": spec.summary, "tensors": tensors, "n_models": len(state_dicts),
         "models": list(labels) if labels else None, "options": shown,
         "spliced": spliced, "from_first_model": [n for n in names if n not in spliced], "per_tensor": per_tensor,
+        "share": _shares(weight_sums) if maps else None,
     }
     if "base" in spec.options:
         info["base"] = "given" if base is not None else "mean of the models"
