@@ -197,12 +197,16 @@ def test_merge_rows_keeps_the_test_pooled_over_more_seeds(tmp_path: Path, capsys
     path = tmp_path / "tests.csv"
     key = ("cell",)
     runner.write_csv(path, [{"cell": "a", "seeds": 3, "pooled_seeds": "0 1 2", "p": 0.01},
-                            {"cell": "b", "seeds": 1, "pooled_seeds": "0", "p": 0.2}])
+                            {"cell": "b", "seeds": 1, "pooled_seeds": "0", "p": 0.2},
+                            {"cell": "c", "seeds": 1, "p": 0.4}])  # written before the pooled_seeds column
     fewer = {"cell": "a", "seeds": 1, "pooled_seeds": "2", "p": 0.5}
     other = {"cell": "b", "seeds": 1, "pooled_seeds": "1", "p": 0.3}
-    merged = {row["cell"]: row for row in runner.merge_rows(path, [fewer, other], key, keep_pooled=True)}
+    newer = {"cell": "c", "seeds": 1, "pooled_seeds": "0", "p": 0.6}
+    merged = {row["cell"]: row for row in runner.merge_rows(path, [fewer, other, newer], key, keep_pooled=True)}
     assert merged["a"]["pooled_seeds"] == "0 1 2" and float(merged["a"]["p"]) == 0.01
-    assert merged["b"] == other
-    assert "replaced the committed row ('b',), pooled over seeds 0, by one over seeds 1" in capsys.readouterr().out
+    assert merged["b"] == other and merged["c"] == newer
+    out = capsys.readouterr().out
+    assert "replaced the committed row ('b',), pooled over seeds 0, by one over seeds 1" in out
+    assert "replaced the committed row ('c',), pooled over seeds unrecorded, by one over seeds 0" in out
     plain = {row["cell"]: row for row in runner.merge_rows(path, [fewer], key)}
-    assert plain["a"] == fewer and set(plain) == {"a", "b"}
+    assert plain["a"] == fewer and set(plain) == {"a", "b", "c"}

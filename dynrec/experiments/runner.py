@@ -167,8 +167,9 @@ def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_pooled: 
                 log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']} "
                     f"(this call read back seeds {row['pooled_seeds']})")
                 continue
-            if str(old["pooled_seeds"]) != str(row["pooled_seeds"]) and int(old["seeds"]) == int(row["seeds"]):
-                log(f"{path.name}: replaced the committed row {index}, pooled over seeds {old['pooled_seeds']}, "
+            was = old.get("pooled_seeds", "unrecorded")  # rows written before the column existed lack it
+            if str(was) != str(row["pooled_seeds"]) and int(old["seeds"]) == int(row["seeds"]):
+                log(f"{path.name}: replaced the committed row {index}, pooled over seeds {was}, "
                     f"by one over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
         merged[index] = row
     return list(merged.values())
