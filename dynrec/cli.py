@@ -117,6 +117,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shares_text(info: dict) -> str:
+    """A fusion's shares of the spliced positions, in all and per part of the model ('' without maps)."""
+    if info["share"] is None:
+        return ""
+    parts = [("", info["share"]), *((f"; {group}: ", shares) for group, shares in info["share_by_group"].items())]
+    text = "".join(f"{label}{', '.join(f'{w:.3f}' for w in shares)}" for label, shares in parts)
+    return f" (share of the spliced positions: {text})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -138,9 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 options["bins"] = args.bins
             info = api.fuse_checkpoints(args.models, args.method, args.out, args.tensors, options, args.base,
                                         args.learn_epochs, args.data_dir, progress=not args.no_progress)
-            share = "" if info["share"] is None else " (share of the spliced positions: " + ", ".join(
-                f"{w:.3f}" for w in info["share"]) + ")"
-            print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models{share} -> {args.out}")
+            print(f"{info['method']}: {len(info['spliced'])} tensors of {info['n_models']} models{_shares_text(info)} "
+                  f"-> {args.out}")
         elif args.command == "export":
             manifest = api.export(args.checkpoint, args.out, args.cki == "hard", args.bins, args.data_dir, args.force)
             print(f"{len(manifest['tensors'])} tensors, {len(manifest['files'])} files -> {args.out}")

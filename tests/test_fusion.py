@@ -172,11 +172,17 @@ def test_tensor_selection_and_untouched_tensors_come_from_the_first_model():
 def test_share_counts_each_models_positions_over_every_spliced_tensor():
     models = _models(3, shape=(4, 5), seed=3)
     hard = fuse(models, "cki-hard", tensors="all")
-    taken = torch.zeros(3)
+    groups = {"head.weight.0": "head", "head.bias.0": "rest", "item_emb.weight": "item_table"}
+    taken = {group: torch.zeros(3) for group in groups.values()}
     for name, fused in hard.state_dict.items():
         for k, model in enumerate(models):
-            taken[k] += (fused == model[name]).sum()
-    assert hard.info["share"] == pytest.approx((taken / taken.sum()).tolist(), abs=1e-6)
+            taken[groups[name]][k] += (fused == model[name]).sum()
+    total = sum(taken.values())
+    assert hard.info["share"] == pytest.approx((total / total.sum()).tolist(), abs=1e-6)
+    assert hard.info["share_by_group"].keys() == taken.keys()
+    for group, counts in taken.items():
+        assert hard.info["share_by_group"][group] == pytest.approx((counts / counts.sum()).tolist(), abs=1e-6)
+    assert fuse(models, "cki-hard", tensors="head").info["share_by_group"].keys() == {"head"}
     soft = fuse(models, "cki", tensors="all")
     sizes = {name: tensor.numel() for name, tensor in models[0].items()}
     mean_weights = sum(torch.tensor(soft.info["per_tensor"][n]["mean_weight"]) * sizes[n] for n in sizes)
@@ -343,9 +349,12 @@ def test_fused_checkpoint_loads_into_the_plain_architecture_and_scores(cyclic_fi
     _, (a, b) = _checkpoints(cyclic_file, cyclic_data, tmp_path)
     assert cli.main(["fuse", "--models", str(a), str(b), "--method", "cki", "--tensors", "all", "--bins", "8",
                      "--out", str(tmp_path / "fused")]) == 0
-    share = json.loads((tmp_path / "fused" / "fusion.json").read_text())["share"]
-    assert sum(share) == pytest.approx(1.0, abs=1e-5)
-    assert f"(share of the spliced positions: {share[0]:.3f}, {share[1]:.3f})" in capsys.readouterr().out
+    info = json.loads((tmp_path / "fused" / "fusion.json").read_text())
+    share, head = info["share"], info["share_by_group"]["head"]
+    assert sum(share) == pytest.approx(1.0, abs=1e-5) and sum(head) == pytest.approx(1.0, abs=1e-5)
+    assert info["share_by_group"].keys() == {"head", "item_table", "rest"}
+    out = capsys.readouterr().out
+    assert f"(share of the spliced positions: {share[0]:.3f}, {share[1]:.3f}; head: {head[0]:.3f}, " in out
     inputs, fused = load_file(str(a / "model.safetensors")), load_file(str(tmp_path / "fused" / "model.safetensors"))
     assert {k: (v.shape, v.dtype) for k, v in fused.items()} == {k: (v.shape, v.dtype) for k, v in inputs.items()}
     assert (tmp_path / "fused" / "config.json").read_text() == (a / "config.json").read_text()

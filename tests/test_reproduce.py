@@ -24,7 +24,7 @@ from tests.conftest import tiny_model_config, write_cyclic_sequences
 
 COLUMNS = {"table", "dataset", "backbone", "method", "protocol", "seed", "ndcg@5", "hr@5", "ndcg@10", "hr@10",
            "selected_on", "valid_score", "options", "seconds", "budget", "trained_with", "a_best_epoch", "b_best_epoch",
-           "a_share"}
+           "a_share", "a_share_head"}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -128,9 +128,12 @@ def test_one_row_per_dataset_backbone_method_protocol_seed(table1):
     pair, _ = tables.open_pair(tables.TABLES["table1"], str(work / "cyclic.txt"), "sasrec", 0, _context(work))
     selected = [json.loads((d / "result.json").read_text())["selection"]["best_epoch"] for d in pair.dirs]
     assert {(int(r["a_best_epoch"]), int(r["b_best_epoch"])) for r in rows} == {tuple(selected)}
-    shares = {r["method"]: r["a_share"] for r in rows}
-    assert all(0 <= float(shares[m]) <= 1 for m in ("cki", "cki-hard", "cki-learned", "magnitude"))
-    assert all(shares[m] == "" for m in ("model-a", "model-b", "average", "ties", "ensemble"))
+    for column in ("a_share", "a_share_head"):
+        shares = {r["method"]: r[column] for r in rows}
+        assert all(0 <= float(shares[m]) <= 1 for m in ("cki", "cki-hard", "cki-learned", "magnitude"))
+        assert all(shares[m] == "" for m in ("model-a", "model-b", "average", "ties", "ensemble"))
+    head_only = [r for r in rows if r["method"].startswith("cki") and "tensors=head" in r["options"].split()]
+    assert all(r["a_share"] == r["a_share_head"] for r in head_only)
     tests = _rows(out / "table1_tests.csv")
     assert tests and all(0 < float(t["p_bootstrap"]) <= 1 and 0 <= float(t["p_t_test"]) <= 1 for t in tests)
     assert {(t["seeds"], t["pooled_seeds"]) for t in tests} == {("1", "0")}  # one seed run: seed 0

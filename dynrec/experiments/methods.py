@@ -109,8 +109,8 @@ def fused(pair: Pair, method: str, options: dict) -> FusionResult:
 
 def _offline_details(result: FusionResult) -> dict:
     """What a table row keeps of an offline fusion: the tensors spliced and, where the method has maps (CKI,
-    magnitude pruning), each model's share of the spliced positions."""
-    return {"spliced": result.info["spliced"], "share": result.info["share"]}
+    magnitude pruning), each model's share of the spliced positions, in all and per part of the model."""
+    return {key: result.info[key] for key in ("spliced", "share", "share_by_group")}
 
 
 def _model(which: str) -> Callable[[Pair, dict], Built]:

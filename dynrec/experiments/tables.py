@@ -288,11 +288,16 @@ def metric_columns(ks: list[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")] + ["auc", "uauc"]
 
 
+def _a_share(shares: list[float] | None) -> float | None:
+    """Model A's entry of a fusion's shares; None where the fusion has no maps or the record predates them."""
+    return shares[0] if shares else None
+
+
 def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: list[int], pair: Pair) -> list[dict]:
     """One CSV row per protocol: test metrics, the validation score that selected the method, its options,
-    the seconds its selection and evaluation took, model A's share of the spliced positions (methods with maps;
-    blank in records made before the share was kept), and the base runs' provenance (`pair`): the commit(s)
-    that trained them and the epochs validation selected for A and B."""
+    the seconds its selection and evaluation took, model A's share of the spliced positions and of the head's
+    (methods with maps; blank in records made before each was kept), and the base runs' provenance (`pair`):
+    the commit(s) that trained them and the epochs validation selected for A and B."""
     dataset, backbone, seed = cell
     epoch_a, epoch_b = pair.best_epochs
     rows = []
@@ -304,7 +309,8 @@ def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: li
                      "valid_score": selection["value"], "options": _options_text(record["options"]),
                      "seconds": round(sum(record["seconds"].values()) + evaluated.selection_seconds, 3),
                      "budget": record["budget"], "trained_with": pair.trained_with, "a_best_epoch": epoch_a,
-                     "b_best_epoch": epoch_b, "a_share": (record["details"].get("share") or [None])[0]})
+                     "b_best_epoch": epoch_b, "a_share": _a_share(record["details"].get("share")),
+                     "a_share_head": _a_share((record["details"].get("share_by_group") or {}).get("head"))})
     return rows
 
 

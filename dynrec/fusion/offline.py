@@ -32,6 +32,7 @@ HEAD_WEIGHT = re.compile(r"(^|\.)head\.weight\.\d+$")
 HEAD = re.compile(r"(^|\.)head\.")
 ITEM_TABLE = re.compile(r"(^|\.)(item_emb|item_embedding)\.weight$")
 GENERATOR = re.compile(r"(^|\.)generator\.")
+GROUPS = ("head", "rest", "item_table", "generator")  # the parts of a model shares are reported for
 
 
 @dataclass
@@ -114,6 +115,16 @@ def selected(name: str, tensors: str) -> bool:
     raise FusionError(f"unknown tensor selection {tensors!r} (expected one of {', '.join(SELECTIONS)})")
 
 
+def group_of(name: str) -> str:
+    """The part of the model tensor `name` belongs to, for reporting shares: head (the head's weight
+    matrices), item_table, generator, or rest (encoder, position embeddings, head biases)."""
+    if HEAD_WEIGHT.search(name):
+        return "head"
+    if ITEM_TABLE.search(name):
+        return "item_table"
+    return "generator" if GENERATOR.search(name) else "rest"
+
+
 def spliced_names(state: StateDict, tensors: str) -> list[str]:
     """The floating-point tensors of `state` that the selection `tensors` splices, in state-dict order."""
     names = [name for name, t in state.items() if t.is_floating_point() and selected(name, tensors)]
@@ -187,7 +198,7 @@ def fuse(
     fused = {name: tensor.clone() for name, tensor in state_dicts[0].items()}
     maps: dict[str, torch.Tensor] = {}
     per_tensor: dict[str, dict] = {}
-    weight_sums = torch.zeros(len(state_dicts), dtype=torch.float64)  # each model's map summed over positions
+    weight_sums: dict[str, torch.Tensor] = {}  # per group, each model's map summed over its positions
     for name in spliced:
         dtype = torch.promote_types(state_dicts[0][name].dtype, torch.float32)
         weights = [state[name].to(dtype) for state in state_dicts]
@@ -198,14 +209,17 @@ def fuse(
             maps[name] = tensor_maps.detach()
             summary["mean_weight"] = [round(float(m.float().mean()), 6) for m in tensor_maps]
             positions = tensor_maps.detach().double().expand(len(weights), *tensor.shape)
-            weight_sums += positions.flatten(1).sum(1)
+            group = weight_sums.setdefault(group_of(name), torch.zeros(len(weights), dtype=torch.float64))
+            group += positions.flatten(1).sum(1)
         per_tensor[name] = summary
     shown = {k: v for k, v in options.items() if k not in ("base", "compatibility")}
     info = {
         "method": method, "summary": spec.summary, "tensors": tensors, "n_models": len(state_dicts),
         "models": list(labels) if labels else None, "options": shown,
         "spliced": spliced, "from_first_model": [n for n in names if n not in spliced], "per_tensor": per_tensor,
-        "share": _shares(weight_sums) if maps else None,
+        "share": _shares(sum(weight_sums.values())) if maps else None,
+        "share_by_group": {group: _shares(weight_sums[group]) for group in GROUPS if group in weight_sums}
+        if maps else None,
     }
     if "base" in spec.options:
         info["base"] = "given" if base is not None else "mean of the models"
