@@ -29,7 +29,6 @@ from dynrec.fusion.splice import splice
 StateDict = Mapping[str, torch.Tensor]
 SELECTIONS = ("head", "head+encoder", "all")
 HEAD_WEIGHT = re.compile(r"(^|\.)head\.weight\.\d+$")
-HEAD = re.compile(r"(^|\.)head\.")
 ITEM_TABLE = re.compile(r"(^|\.)(item_emb|item_embedding)\.weight$")
 GENERATOR = re.compile(r"(^|\.)generator\.")
 GROUPS = ("head", "rest", "item_table", "generator")  # the parts of a model shares are reported for
