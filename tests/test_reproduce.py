@@ -17,7 +17,7 @@ import torch
 from dynrec import api, cli, machine
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.errors import ConfigError, FusionError
-from dynrec.experiments import dynamic, methods, paper, report, runner, tables
+from dynrec.experiments import dynamic, methods, paper, per_user, report, runner, tables
 from dynrec.models import build_model
 from dynrec.train import seed_everything
 from tests.conftest import tiny_model_config, write_cyclic_sequences
@@ -358,3 +358,27 @@ def test_compatibility_statistics_of_a_generator_that_returns_the_static_head():
         assert np.allclose(stats["soft_share"][index], 0.5)  # equal weights: an even split everywhere
         assert np.allclose(stats["soft_spread"][index], 0)
         assert np.allclose(stats["hard_share"][index], 0)  # ties go to the larger value: none is larger
+
+
+def test_committed_outcomes_rebuild_the_paired_tests_once_the_run_caches_are_gone(table1, tmp_path, monkeypatch):
+    work, out = table1
+    archive = per_user.load(per_user.archive_path(out, "table1", "cyclic.txt", "sasrec", 0))
+    rows = _rows(out / "table1.csv")
+    assert set(archive) == {f"{r['method']}/{r['protocol']}" for r in rows}
+    for row in rows:  # the committed means are the archived users' means
+        values = per_user.metric_of(archive[f"{row['method']}/{row['protocol']}"], "ndcg@10")
+        assert round(float(values.mean()), 6) == pytest.approx(float(row["ndcg@10"]), abs=1e-6)
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    for path in out.rglob("*"):
+        if path.is_file():
+            (committed / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            (committed / path.relative_to(out)).write_bytes(path.read_bytes())
+    tests_before = _rows(committed / "table1_tests.csv")
+    with (committed / "table1_tests.csv").open("w") as f:  # as if only the header had been committed
+        f.write(",".join(tests_before[0]) + "\n")
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained in cached-only mode"))
+    gone = tables.Context(root=tmp_path / "no-caches", budget=tables.QUICK, cached_only=True)
+    tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], gone, committed)
+    assert _rows(committed / "table1_tests.csv") == tests_before  # same means, differences and p-values
+    assert _rows(committed / "table1.csv") == rows

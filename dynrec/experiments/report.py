@@ -305,7 +305,9 @@ def _method_notes() -> list[str]:
         f"- **Statistics**: mean ± sample standard deviation over seeds. Paired tests per dataset x backbone, pooled "
         f"over seeds (each user's difference averaged over the seeds, then tested over users): a bootstrap over "
         f"users ({RESAMPLES:,} resamples, seed 0, two-sided) and a paired t-test; bold: p < {ALPHA}. \"Best single\" "
-        "is the single model with the higher test mean: the harder comparison for CKI.",
+        "is the single model with the higher test mean: the harder comparison for CKI. The per-user outcomes "
+        "they read are committed in `results/per_user/` (each user's target rank, clipped at 10), so a test can be "
+        "rebuilt, or pooled with a later seed, without the run caches.",
         f"- **Published figures**: {SOURCE}; the paper names no backbone per row, and its preprocessing differs.",
         "- **Data**: ML-1M with items of >= 5 interactions, Beauty 5-core; Douban Book and Music have no timestamps, "
         "so a user's sequence is the file's order.",

@@ -11,6 +11,7 @@ the paired tests never re-evaluate.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import time
@@ -24,6 +25,7 @@ from dynrec.config import RunConfig
 from dynrec.data.preprocess import SequenceData
 from dynrec.errors import ConfigError
 from dynrec.evaluate import PROTOCOLS, evaluate, public
+from dynrec.experiments import per_user
 from dynrec.experiments.cache import payload_key, read_arrays, read_record, write_record
 from dynrec.experiments.dynamic import frozen_dynamic_config, twin_config
 from dynrec.experiments.methods import METHODS, Method, Pair, check_frozen_on
@@ -314,56 +316,61 @@ def rows_of(table: str, cell: tuple[str, str, int], evaluated: Evaluated, ks: li
     return rows
 
 
-def _per_user(cells: dict, where: tuple, method: str, seeds: list[int], loaded: dict) -> np.ndarray:
-    """(S, U) test arrays of one method over seeds, `where` = (dataset, backbone, protocol, metric); `loaded`
-    keeps what was read for the other comparisons."""
+def outcomes_of(cells: dict[tuple, Evaluated]) -> dict[tuple, dict[str, np.ndarray]]:
+    """Each computed cell's per-user outcomes, (dataset, backbone, seed) -> {"<method>/<protocol>": clipped
+    ranks}, read from the run cache (see per_user: they rebuild the tested metrics bit for bit)."""
+    out: dict[tuple, dict[str, np.ndarray]] = {}
+    for (dataset, backbone, seed, method), evaluated in cells.items():
+        for protocol, stem in evaluated.stems.items():
+            arrays = {m: read_arrays(stem, f"test/{protocol}/{m}") for m in TESTED_METRICS}
+            out.setdefault((dataset, backbone, seed), {})[f"{method}/{protocol}"] = per_user.codes_of(arrays)
+    return out
+
+
+def _per_user(outcomes: dict, where: tuple, method: str, seeds: list[int]) -> np.ndarray:
+    """(S, U) test arrays of one method over seeds, `where` = (dataset, backbone, protocol, metric)."""
     dataset, backbone, protocol, metric = where
-    arrays = []
-    for seed in seeds:
-        stem, key = cells[dataset, backbone, seed, method].stems[protocol], f"test/{protocol}/{metric}"
-        if (stem, key) not in loaded:
-            loaded[stem, key] = read_arrays(stem, key)
-        arrays.append(loaded[stem, key])
-    return np.stack(arrays)
+    return np.stack([per_user.metric_of(outcomes[dataset, backbone, s][f"{method}/{protocol}"], metric)
+                     for s in seeds])
 
 
 def paired_tests(
-    name: str, cells: dict[tuple, Evaluated], protocols: tuple[str, ...], root: Path
+    name: str, outcomes: dict[tuple, dict[str, np.ndarray]], protocols: tuple[str, ...], root: Path
 ) -> list[dict]:
-    """The table's paired tests per dataset x backbone x protocol x metric, pooled over seeds: a user's
-    difference is averaged over the seeds both methods have, then tested over users. "Best single" is the
-    single model with the higher test mean (the harder comparison). p-values are cached under `root`."""
+    """The table's paired tests per dataset x backbone x protocol x metric, pooled over the seeds in
+    `outcomes` (see outcomes_of): a user's difference is averaged over the seeds both methods have, then
+    tested over users. "Best single" is the single model with the higher test mean (the harder comparison).
+    p-values are cached under `root` by the differences they test."""
     table, rows = TABLES[name], []
-    for dataset, backbone in sorted({(d, b) for d, b, _, _ in cells}):
-        loaded: dict = {}
+    for dataset, backbone in sorted({(d, b) for d, b, _ in outcomes}):
         for protocol, metric, (tested, versus) in itertools.product(protocols, TESTED_METRICS, table.tests):
-            seeds_of = {m: {s for (d, b, s, mm), e in cells.items()
-                            if (d, b, mm) == (dataset, backbone, m) and protocol in e.stems} for m in table.methods}
+            seeds_of = {m: {s for (d, b, s), have in outcomes.items()
+                            if (d, b) == (dataset, backbone) and f"{m}/{protocol}" in have} for m in table.methods}
             where = (dataset, backbone, protocol, metric)
             other = versus
             if versus == "best-single":
-                means = {m: _per_user(cells, where, m, sorted(seeds_of[m]), loaded).mean()
+                means = {m: _per_user(outcomes, where, m, sorted(seeds_of[m])).mean()
                          for m in table.singles if seeds_of[m]}
                 other = max(means, key=means.get) if means else table.singles[0]
             seeds = sorted(seeds_of[tested] & seeds_of[other])
             if not seeds:
                 continue
-            mine, theirs = _per_user(cells, where, tested, seeds, loaded), _per_user(cells, where, other, seeds, loaded)
+            mine, theirs = _per_user(outcomes, where, tested, seeds), _per_user(outcomes, where, other, seeds)
             differences = (mine - theirs).mean(0)  # (U,): each user's difference, averaged over seeds
-            stems = [str(cells[dataset, backbone, s, m].stems[protocol]) for m in (tested, other) for s in seeds]
             rows.append({"table": name, "dataset": Path(dataset).name, "backbone": backbone, "protocol": protocol,
                          "metric": metric, "method": tested, "versus": versus, "versus_method": other,
                          "seeds": len(seeds), "pooled_seeds": " ".join(map(str, seeds)), "users": len(differences),
                          "mean_method": round(float(mine.mean()), 6),
                          "mean_versus": round(float(theirs.mean()), 6),
                          "difference": round(float(differences.mean()), 6),
-                         **_p_values(differences, root, {"stems": stems, "metric": metric})})
+                         **_p_values(differences, root)})
     return rows
 
 
-def _p_values(differences: np.ndarray, root: Path, payload: dict) -> dict:
-    """Bootstrap and t-test p-values, cached by the evaluations they read (whose names hash their content)."""
-    stem = root / "tables" / "tests" / payload_key({**payload, "resamples": RESAMPLES})
+def _p_values(differences: np.ndarray, root: Path) -> dict:
+    """Bootstrap and t-test p-values, cached by a digest of the differences they test."""
+    digest = hashlib.sha1(np.ascontiguousarray(differences, dtype=np.float64).tobytes()).hexdigest()
+    stem = root / "tables" / "tests" / payload_key({"differences": digest, "resamples": RESAMPLES})
     record = read_record(stem)
     if record is None:
         record = write_record(stem, {"p_bootstrap": paired_bootstrap(differences),
@@ -402,8 +409,16 @@ def reproduce_table(
             method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
                                                                 for r in evaluated.records.values())
         cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
-    tested = paired_tests(name, cells, ctx.protocols, ctx.root)
+    outcomes = outcomes_of(cells)
     with outputs_lock(out_dir):  # another worker may be merging into the same files
+        for (dataset, backbone, seed), cell_outcomes in outcomes.items():
+            per_user.save(per_user.archive_path(out_dir, name, dataset, backbone, seed), cell_outcomes)
+        for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
+            if (dataset, backbone, seed) not in outcomes:  # its run caches are gone: the committed outcomes
+                archived = per_user.load(per_user.archive_path(out_dir, name, dataset, backbone, seed))
+                if archived:
+                    outcomes[dataset, backbone, seed] = archived
+        tested = paired_tests(name, outcomes, ctx.protocols, ctx.root)
         rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
         write_csv(out_dir / f"{name}.csv", rows)
         tests = merge_rows(out_dir / f"{name}_tests.csv", tested, TEST_KEY, keep_pooled=True)
