@@ -38,7 +38,7 @@ def _cutoff_of(metric: str) -> int:
 def metric_of(codes: np.ndarray, metric: str) -> np.ndarray:
     """One per-user metric (float64, as `evaluate` returns it) from clipped ranks."""
     ranks = torch.from_numpy(codes.astype(np.int64))
-    values = rank_metrics(ranks, [_cutoff_of(metric)], torch.full_like(ranks, CUTOFF + 2))
+    values = rank_metrics(ranks, [_cutoff_of(metric)], torch.full_like(ranks, CUTOFF + 2))  # count: uauc only
     return values[metric].numpy()
 
 
