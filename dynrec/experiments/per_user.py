@@ -1,9 +1,9 @@
 """Per-user test outcomes committed next to a table's CSV, so its paired tests can pool seeds whose run caches
 are gone (run caches need not outlive a sitting; docs/results does).
 
-A user's outcome is the target's 0-based rank clipped at CUTOFF (CUTOFF itself = a miss), one byte per user
-and about a kilobyte per method after compression; every metric at k <= CUTOFF is rebuilt from it bit for bit
-by `rank_metrics`, the function that computed it."""
+A user's outcome is the target's 0-based rank clipped at CUTOFF (CUTOFF itself = a miss): one byte per user
+before compression. Every metric at k <= CUTOFF is rebuilt from it bit for bit by `rank_metrics`, the
+function that computed it."""
 
 from __future__ import annotations
 
