@@ -5,7 +5,8 @@ grid, shared by every table; model B is another seed's static twin, or for Table
 on A's frozen backbone), then every method of the table: its options chosen on validation (the run config's
 selection protocol and metric), then one evaluation on test under every protocol. Each evaluation is stored
 with its per-user arrays, keyed by a hash of what defines it, so a rerun only computes what is missing and
-the paired tests never re-evaluate.
+the paired tests never re-evaluate; the tests read each user's clipped rank, committed per cell (per_user), so
+they pool seeds across sittings whose run caches are gone.
 """
 
 from __future__ import annotations
@@ -388,7 +389,9 @@ def reproduce_table(
     methods: list[str] | None = None,
 ) -> dict:
     """Run (or read back) one table, or only its `methods`, and merge its rows, paired tests and seconds into
-    <name>.csv, <name>_tests.csv and <name>_timing.json in out_dir (see merge_rows); returns the timing."""
+    <name>.csv, <name>_tests.csv and <name>_timing.json in out_dir (see merge_rows), and each computed cell's
+    per-user outcomes into out_dir/per_user (a requested cell not computed is tested from those); returns the
+    timing."""
     check_request([name], ctx.protocols)
     table, started = TABLES[name], time.perf_counter()
     wanted = [m for m in table.methods if methods is None or m in methods]
@@ -410,15 +413,16 @@ def reproduce_table(
                                                                 for r in evaluated.records.values())
         cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
     outcomes = outcomes_of(cells)
+    pooled = dict(outcomes)
+    for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
+        if (dataset, backbone, seed) not in outcomes:  # its run caches are gone: the committed outcomes
+            archived = per_user.load(per_user.archive_path(out_dir, name, dataset, backbone, seed))
+            if archived:
+                pooled[dataset, backbone, seed] = archived
+    tested = paired_tests(name, pooled, ctx.protocols, ctx.root)
     with outputs_lock(out_dir):  # another worker may be merging into the same files
         for (dataset, backbone, seed), cell_outcomes in outcomes.items():
             per_user.save(per_user.archive_path(out_dir, name, dataset, backbone, seed), cell_outcomes)
-        for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
-            if (dataset, backbone, seed) not in outcomes:  # its run caches are gone: the committed outcomes
-                archived = per_user.load(per_user.archive_path(out_dir, name, dataset, backbone, seed))
-                if archived:
-                    outcomes[dataset, backbone, seed] = archived
-        tested = paired_tests(name, outcomes, ctx.protocols, ctx.root)
         rows = merge_rows(out_dir / f"{name}.csv", rows, ROW_KEY)
         write_csv(out_dir / f"{name}.csv", rows)
         tests = merge_rows(out_dir / f"{name}_tests.csv", tested, TEST_KEY, keep_pooled=True)
