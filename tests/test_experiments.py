@@ -191,22 +191,32 @@ def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epoc
     assert quick.train.patience == 1  # the tables' extra overrides still come last
 
 
-def test_merge_rows_keeps_the_test_pooled_over_more_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A paired test read back over fewer seeds never replaces a committed one pooled over more; a plain row,
-    or a test over as many seeds, is replaced (and a changed seed set is logged)."""
+def test_merge_rows_keeps_tests_over_more_or_other_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A paired test replaces only committed tests over a subset of its seeds (in place): one over more seeds
+    stays instead of it, one over other seeds stays beside it; a plain row is always replaced."""
     path = tmp_path / "tests.csv"
     key = ("cell",)
     runner.write_csv(path, [{"cell": "a", "seeds": 3, "pooled_seeds": "0 1 2", "p": 0.01},
                             {"cell": "b", "seeds": 1, "pooled_seeds": "0", "p": 0.2},
-                            {"cell": "c", "seeds": 1, "p": 0.4}])  # written before the pooled_seeds column
+                            {"cell": "c", "seeds": 1, "p": 0.4},  # written before the pooled_seeds column
+                            {"cell": "d", "seeds": 1, "pooled_seeds": "1", "p": 0.7},
+                            {"cell": "e", "seeds": 3, "p": 0.8}])
     fewer = {"cell": "a", "seeds": 1, "pooled_seeds": "2", "p": 0.5}
     other = {"cell": "b", "seeds": 1, "pooled_seeds": "1", "p": 0.3}
     newer = {"cell": "c", "seeds": 1, "pooled_seeds": "0", "p": 0.6}
-    merged = {row["cell"]: row for row in runner.merge_rows(path, [fewer, other, newer], key, keep_pooled=True)}
-    assert merged["a"]["pooled_seeds"] == "0 1 2" and float(merged["a"]["p"]) == 0.01
-    assert merged["b"] == other and merged["c"] == newer
+    wider = {"cell": "d", "seeds": 2, "pooled_seeds": "1 2", "p": 0.9}
+    unrecorded_more = {"cell": "e", "seeds": 2, "pooled_seeds": "0 1", "p": 0.1}
+    merged = runner.merge_rows(path, [fewer, other, newer, wider, unrecorded_more], key, keep_pooled=True)
+    assert [(row["cell"], row.get("pooled_seeds")) for row in merged] == [
+        ("a", "0 1 2"), ("b", "0"), ("c", "0"), ("d", "1 2"), ("e", None), ("b", "1")]
+    assert float(merged[0]["p"]) == 0.01 and merged[2] == newer and merged[3] == wider and merged[5] == other
     out = capsys.readouterr().out
-    assert "replaced the committed row ('b',), pooled over seeds 0, by one over seeds 1" in out
+    assert "kept the committed row ('b',), pooled over seeds 0, beside this call's over seeds 1" in out
     assert "replaced the committed row ('c',), pooled over seeds unrecorded, by one over seeds 0" in out
-    plain = {row["cell"]: row for row in runner.merge_rows(path, [fewer], key)}
-    assert plain["a"] == fewer and set(plain) == {"a", "b", "c"}
+    assert "replaced the committed row ('d',), pooled over seeds 1, by one over seeds 1 2" in out
+    assert "kept the committed row ('e',), pooled over seeds unrecorded (this call read back seeds 0 1)" in out
+    runner.write_csv(path, merged)
+    again = runner.merge_rows(path, [other], key, keep_pooled=True)
+    assert [row.get("pooled_seeds") for row in again if row["cell"] == "b"] == ["0", "1"]  # a rerun adds nothing
+    plain = runner.merge_rows(path, [fewer], key)
+    assert plain[0] == fewer and [row["cell"] for row in plain] == ["a", "b", "c", "d", "e", "b"]

@@ -202,7 +202,7 @@ def test_rows_of_cells_not_in_the_call_survive_and_larger_pooled_tests_are_kept(
     ours = _rows(out / "table1.csv")
     theirs = [{**row, "dataset": "other", "ndcg@10": "0.5"} for row in ours if row["method"] in ("model-a", "cki")]
     tests = _rows(out / "table1_tests.csv")
-    pooled = {**tests[0], "seeds": "3", "p_bootstrap": "0.123"}  # pooled over seeds whose arrays are gone now
+    pooled = {**tests[0], "seeds": "3", "pooled_seeds": "0 1 2", "p_bootstrap": "0.123"}  # arrays of 1, 2 gone
     runner.write_csv(committed / "table1.csv", theirs)
     runner.write_csv(committed / "table1_tests.csv", [pooled, {**tests[1], "dataset": "other"}])
     earlier = {"pairs_complete": 1, "pairs_requested": 36, "base_runs_seconds": 100.0, "methods_seconds": 20.0}
@@ -304,6 +304,26 @@ def test_report_cells_and_empty_test_tables():
     assert "| d | b | cki | model-a | 2 (0 2) | 10 |" in report.tests_table(listed, "sampled")[2]
     header, separator, *rows = report.target_check(tests)
     assert header.count("|") == separator.count("|") == rows[0].count("|") == 9
+
+
+def test_tests_over_other_seed_sets_are_listed_and_the_verdicts_read_the_widest():
+    """A cell whose CSV kept tests over seeds 0 and over 1 2 lists both; the verdicts read the two-seed test."""
+    import pandas as pd
+
+    row = {"dataset": "d", "backbone": "b", "method": "cki", "protocol": "sampled", "metric": "ndcg@10",
+           "users": 10, "p_bootstrap": 0.01, "p_t_test": 0.02}
+    versus = ("model-a", "model-bg", "average", "ensemble")
+    old = [{**row, "versus": v, "versus_method": v, "seeds": 1, "pooled_seeds": "0", "difference": -0.1}
+           for v in versus]
+    new = [{**row, "versus": v, "versus_method": v, "seeds": 2, "pooled_seeds": "1 2", "difference": 0.1}
+           for v in versus]
+    tests = pd.DataFrame(new + old)  # the wider test written first: the verdict must not follow file order
+    lines = report.tests_table(tests, "sampled")[2:]
+    assert len(lines) == 8 and sum("| 1 (0) |" in line for line in lines) == 4
+    assert sum("| 2 (1 2) |" in line for line in lines) == 4
+    assert report.target_check(tests)[2].endswith("| yes |")
+    assert "above on d/b" in report.wins_and_losses(tests)[0]
+    assert list(report.widest(tests)["pooled_seeds"]) == ["1 2"] * 4
 
 
 def test_the_report_names_the_code_and_selected_epochs_behind_each_cell():

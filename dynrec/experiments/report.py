@@ -15,7 +15,7 @@ from dynrec.checkpoint import atomic_write
 from dynrec.experiments.methods import LEARN_EPOCHS, METHODS, TENSORS
 from dynrec.experiments.paper import SOURCE, published
 from dynrec.experiments.stats import RESAMPLES
-from dynrec.experiments.tables import B_SEED_OFFSET, BACKBONES, DATASETS, TABLES
+from dynrec.experiments.tables import B_SEED_OFFSET, BACKBONES, DATASETS, TABLES, TEST_KEY
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -134,8 +134,9 @@ def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
     chosen = tests[tests["protocol"] == protocol]
     if chosen.empty:
         return [NOT_RUN + "."]
-    for (dataset, backbone, method, versus), group in chosen.groupby(["dataset", "backbone", "method", "versus"],
-                                                                     sort=False):
+    pooled = ["pooled_seeds"] if "pooled_seeds" in chosen else []  # one line per pooled seed set a CSV kept
+    for (dataset, backbone, method, versus, *_), group in chosen.groupby(["dataset", "backbone", "method", "versus",
+                                                                          *pooled], sort=False, dropna=False):
         by_metric = {row["metric"]: row for _, row in group.iterrows()}
         first = next(iter(by_metric.values()))
         other = first["versus_method"] if versus != "best-single" else f"best single ({first['versus_method']})"
@@ -149,6 +150,13 @@ def tests_table(tests: pd.DataFrame, protocol: str) -> list[str]:
     return lines
 
 
+def widest(tests: pd.DataFrame) -> pd.DataFrame:
+    """Per test, the row pooled over the most seeds (the last written on a tie): the one the verdicts read,
+    where a CSV kept tests over different seed sets side by side (see merge_rows)."""
+    order = tests.assign(_row=range(len(tests))).sort_values(["seeds", "_row"], kind="stable")
+    return order.drop_duplicates(list(TEST_KEY), keep="last").sort_values("_row").drop(columns="_row")
+
+
 def significant(row: pd.Series) -> bool:
     """Both tests below ALPHA."""
     return row["p_bootstrap"] < ALPHA and row["p_t_test"] < ALPHA
@@ -156,6 +164,7 @@ def significant(row: pd.Series) -> bool:
 
 def wins_and_losses(tests: pd.DataFrame, protocol: str = "sampled", metric: str = "ndcg@10") -> list[str]:
     """Where each tested method is significantly above, below, or not distinguishable from each comparator."""
+    tests = widest(tests)
     chosen = tests[(tests["protocol"] == protocol) & (tests["metric"] == metric)]
     lines = []
     for (method, versus), group in chosen.groupby(["method", "versus"], sort=False):
@@ -174,6 +183,7 @@ def target_check(tests: pd.DataFrame) -> list[str]:
     versus = ("model-a", "model-bg", "average", "ensemble")
     lines = ["| dataset | backbone | metric | " + " | ".join(f"> {v}" for v in versus) + " | met |",
              "|---" * (len(versus) + 4) + "|"]
+    tests = widest(tests)
     chosen = tests[(tests["protocol"] == "sampled") & (tests["method"] == "cki")]
     for (dataset, backbone, metric), group in chosen.groupby(["dataset", "backbone", "metric"], sort=False):
         rows = {row["versus"]: row for _, row in group.iterrows()}

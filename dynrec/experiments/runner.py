@@ -153,23 +153,49 @@ def read_csv(path: Path) -> list[dict]:
         return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(f)]
 
 
+def _pooled(row: dict) -> frozenset[str] | None:
+    """The seeds a paired-test row pooled; None for rows written before the `pooled_seeds` column."""
+    return frozenset(str(row["pooled_seeds"]).split()) if "pooled_seeds" in row else None
+
+
+def _supersedes(new: dict, old: dict) -> bool:
+    """Whether a test row makes an older one of the same key redundant: it pooled a superset of its seeds
+    (where either seed set is unrecorded, by the number of seeds alone)."""
+    if _pooled(old) is None or _pooled(new) is None:
+        return int(old["seeds"]) <= int(new["seeds"])
+    return _pooled(old) <= _pooled(new)
+
+
 def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_pooled: bool = False) -> list[dict]:
     """This call's rows, merged into the rows already in `path`: a row with the same `key` is replaced, the
     others are kept, so results of an earlier sitting survive a call that covers only some cells (run caches
     need not outlive a sitting; the committed CSVs do). With `keep_pooled` (rows of paired tests, which carry
-    `seeds` and `pooled_seeds`), an existing row pooled over more seeds than this call could read back stays."""
-    merged = {tuple(str(row[k]) for k in key): row for row in read_csv(path)}
+    `seeds` and `pooled_seeds`), a row replaces only those it pooled a superset of seeds for: a committed row
+    over more seeds stays in its place, and one over other seeds (whose runs are gone) stays beside it."""
+    merged = read_csv(path)
     for row in rows:
         index = tuple(str(row[k]) for k in key)
-        old = merged.get(index)
-        if keep_pooled and old is not None:
-            if int(old["seeds"]) > int(row["seeds"]):
-                log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']} "
+        same = [i for i, old in enumerate(merged) if tuple(str(old[k]) for k in key) == index]
+        if keep_pooled:
+            wider = [merged[i] for i in same if _supersedes(merged[i], row) and not _supersedes(row, merged[i])]
+            if wider:
+                log(f"{path.name}: kept the committed row {index}, pooled over seeds "
+                    f"{wider[0].get('pooled_seeds', 'unrecorded')} "
                     f"(this call read back seeds {row['pooled_seeds']})")
                 continue
-            was = old.get("pooled_seeds", "unrecorded")  # rows written before the column existed lack it
-            if str(was) != str(row["pooled_seeds"]) and int(old["seeds"]) == int(row["seeds"]):
-                log(f"{path.name}: replaced the committed row {index}, pooled over seeds {was}, "
-                    f"by one over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
-        merged[index] = row
-    return list(merged.values())
+            apart = [merged[i] for i in same if not _supersedes(row, merged[i])]
+            for old in apart:
+                log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']}, beside "
+                    f"this call's over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
+            same = [i for i in same if _supersedes(row, merged[i])]
+            for i in same:
+                was = merged[i].get("pooled_seeds", "unrecorded")
+                if str(was) != str(row["pooled_seeds"]):
+                    log(f"{path.name}: replaced the committed row {index}, pooled over seeds {was}, by one over "
+                        f"seeds {row['pooled_seeds']}")
+        if not same:
+            merged.append(row)
+            continue
+        merged[same[0]] = row
+        merged = [old for i, old in enumerate(merged) if i not in same[1:]]
+    return merged
