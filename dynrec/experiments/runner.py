@@ -177,22 +177,22 @@ def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_pooled: 
         index = tuple(str(row[k]) for k in key)
         same = [i for i, old in enumerate(merged) if tuple(str(old[k]) for k in key) == index]
         if keep_pooled:
-            wider = [merged[i] for i in same if _supersedes(merged[i], row) and not _supersedes(row, merged[i])]
+            covered = [i for i in same if _supersedes(row, merged[i])]
+            kept = [merged[i] for i in same if i not in covered]
+            wider = [old for old in kept if _supersedes(old, row)]
             if wider:
                 log(f"{path.name}: kept the committed row {index}, pooled over seeds "
-                    f"{wider[0].get('pooled_seeds', 'unrecorded')} "
-                    f"(this call read back seeds {row['pooled_seeds']})")
+                    f"{wider[0].get('pooled_seeds', 'unrecorded')} (this call read back seeds {row['pooled_seeds']})")
                 continue
-            apart = [merged[i] for i in same if not _supersedes(row, merged[i])]
-            for old in apart:
+            for old in kept:
                 log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']}, beside "
                     f"this call's over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
-            same = [i for i in same if _supersedes(row, merged[i])]
-            for i in same:
+            for i in covered:
                 was = merged[i].get("pooled_seeds", "unrecorded")
                 if str(was) != str(row["pooled_seeds"]):
                     log(f"{path.name}: replaced the committed row {index}, pooled over seeds {was}, by one over "
                         f"seeds {row['pooled_seeds']}")
+            same = covered
         if not same:
             merged.append(row)
             continue
