@@ -211,7 +211,8 @@ def test_merge_rows_keeps_tests_over_more_or_other_seeds(tmp_path: Path, capsys:
         ("a", "0 1 2"), ("b", "0"), ("c", "0"), ("d", "1 2"), ("e", None), ("b", "1")]
     assert float(merged[0]["p"]) == 0.01 and merged[2] == newer and merged[3] == wider and merged[5] == other
     out = capsys.readouterr().out
-    assert "kept the committed row ('b',), pooled over seeds 0, beside this call's over seeds 1" in out
+    assert "kept the committed row ('b',), pooled over seeds 0, beside this call's over seeds 1; seeds 0 were " \
+           "not read back" in out and "--seeds 0 1 --cached-only" in out
     assert "replaced the committed row ('c',), pooled over seeds unrecorded, by one over seeds 0" in out
     assert "replaced the committed row ('d',), pooled over seeds 1, by one over seeds 1 2" in out
     assert "kept the committed row ('e',), pooled over seeds unrecorded (this call read back seeds 0 1)" in out

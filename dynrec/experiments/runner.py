@@ -185,8 +185,12 @@ def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...], keep_pooled: 
                     f"{wider[0].get('pooled_seeds', 'unrecorded')} (this call read back seeds {row['pooled_seeds']})")
                 continue
             for old in kept:
+                missing = " ".join(sorted(_pooled(old) - _pooled(row), key=int))
+                every = " ".join(sorted(_pooled(old) | _pooled(row), key=int))
                 log(f"{path.name}: kept the committed row {index}, pooled over seeds {old['pooled_seeds']}, beside "
-                    f"this call's over seeds {row['pooled_seeds']}; pool them all with --cached-only over every seed")
+                    f"this call's over seeds {row['pooled_seeds']}; seeds {missing} were not read back (not asked "
+                    f"for, or neither run caches nor a per-user archive is here): --seeds {every} --cached-only "
+                    f"pools them all where those exist")
             for i in covered:
                 was = merged[i].get("pooled_seeds", "unrecorded")
                 if str(was) != str(row["pooled_seeds"]):
