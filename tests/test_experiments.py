@@ -221,3 +221,12 @@ def test_merge_rows_keeps_tests_over_more_or_other_seeds(tmp_path: Path, capsys:
     assert [row.get("pooled_seeds") for row in again if row["cell"] == "b"] == ["0", "1"]  # a rerun adds nothing
     plain = runner.merge_rows(path, [fewer], key)
     assert plain[0] == fewer and [row["cell"] for row in plain] == ["a", "b", "c", "d", "e", "b"]
+
+
+def test_write_csv_keeps_an_existing_files_column_order(tmp_path: Path) -> None:
+    """Rewriting a file with rows whose keys come in another order keeps its header (so a commit touches only the
+    changed rows), appends new columns and drops columns no row has any more."""
+    path = tmp_path / "rows.csv"
+    runner.write_csv(path, [{"a": 1, "b": 2, "gone": 0}, {"a": 3, "b": 4, "gone": 0}])
+    runner.write_csv(path, [{"b": 5, "new": 6, "a": 7}, {"a": 3, "b": 4}])
+    assert path.read_text().splitlines() == ["a,b,new", "7,5,6", "3,4,"]

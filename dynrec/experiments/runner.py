@@ -114,8 +114,12 @@ def continue_from(earlier: Path, cfg: RunConfig) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    """Write rows atomically, columns in first-seen order."""
+    """Write rows atomically, columns in first-seen order after an existing file's header, so that a row whose
+    keys come in another order does not reorder (and rewrite) every line of a committed file."""
     columns: list[str] = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            columns = [key for key in next(csv.reader(f), []) if any(key in row for row in rows)]
     for row in rows:
         columns += [key for key in row if key not in columns]
 
