@@ -336,9 +336,11 @@ def test_the_report_names_the_code_and_selected_epochs_behind_each_cell():
          "b_best_epoch": 150},  # another method of the same pair
         {"dataset": "d", "backbone": "b", "seed": 1, "trained_with": "aaaaaaaa", "a_best_epoch": 175,
          "b_best_epoch": None},
-        {"dataset": "d", "backbone": "c", "seed": 0, "trained_with": None, "a_best_epoch": 7, "b_best_epoch": 7}])
+        {"dataset": "d", "backbone": "c", "seed": 0, "trained_with": None, "a_best_epoch": 7, "b_best_epoch": 7},
+        {"dataset": "d", "backbone": "c", "seed": 0, "trained_with": None, "a_best_epoch": 7, "b_best_epoch": 4}])
+    # the last row: the same seed's pair retrained for the other protocol, whose B stopped elsewhere
     assert report.code_table(rows)[2:] == ["| d | b | aaaaaaaa, bbbbbbbb | 119-175 | 150 + unrecorded |",
-                                           "| d | c | unrecorded | 7 | 7 |"]
+                                           "| d | c | unrecorded | 7 | 4-7 |"]
     assert report.code_table(rows.drop(columns=["trained_with", "a_best_epoch", "b_best_epoch"]))[2:] == [
         "| d | b | unrecorded | unrecorded | unrecorded |", "| d | c | unrecorded | unrecorded | unrecorded |"]
 

@@ -233,13 +233,15 @@ def code_table(rows: pd.DataFrame) -> list[str]:
 
 
 def _epoch_range(cell: pd.DataFrame, column: str) -> str:
-    """'119-186' over the cell's seeds ('unrecorded' where no row has it, '+ unrecorded' where some lack it)."""
-    values = cell.groupby("seed")[column].first() if column in cell and "seed" in cell else pd.Series(dtype=float)
-    known = values.dropna().astype(int)
+    """'119-186' over every row of the cell: its seeds, and both protocols where a pair was retrained for one of them
+    ('unrecorded' where no row has it, '+ unrecorded' where some seed lacks it)."""
+    if column not in cell or "seed" not in cell:
+        return "unrecorded"
+    known = cell[column].dropna().astype(int)
     if known.empty:
         return "unrecorded"
     text = f"{known.min()}" if known.min() == known.max() else f"{known.min()}-{known.max()}"
-    return text + (" + unrecorded" if len(known) < len(values) else "")
+    return text + (" + unrecorded" if not cell.groupby("seed")[column].count().all() else "")
 
 
 def bar_chart(name: str, rows: pd.DataFrame, path: Path) -> None:
