@@ -227,6 +227,21 @@ def test_rows_of_cells_not_in_the_call_survive_and_larger_pooled_tests_are_kept(
     assert _rows(committed / "table1.csv") == rows
 
 
+def test_requested_pairs_count_every_call_s_cells(tmp_path):
+    path = tmp_path / "table3_timing.json"
+    seconds = {"base_runs_seconds": 1.0, "methods_seconds": 1.0}
+    legacy = {"pairs_requested": 3, "cells": {f"ml-1m/sasrec/{s}": seconds for s in range(3)}}
+    write_json(path, legacy)  # written before the requested cells were listed
+    call = {"pairs_requested": 1, "requested_cells": ["douban-music/din/0"], "cells": {"douban-music/din/0": seconds}}
+    merged = tables.merge_timing(path, call)
+    assert merged["pairs_requested"] == 4  # not max(3, 1): the two calls asked for different cells
+    write_json(path, merged)
+    again = tables.merge_timing(path, {**call, "cells": {}})  # the same cell asked for again, cached
+    assert again["pairs_requested"] == 4 and len(again["requested_cells"]) == 4
+    write_json(path, {"pairs_requested": 36, "cells": {}})  # a full grid's count is kept as a floor
+    assert tables.merge_timing(path, call)["pairs_requested"] == 36
+
+
 def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
     work, data = tiny
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained in cached-only mode"))

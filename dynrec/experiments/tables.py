@@ -432,6 +432,7 @@ def reproduce_table(
             "pairs_complete": complete_cells(rows, wanted, ("sampled",)),  # the headline protocol
             "pairs_complete_full": complete_cells(rows, wanted, ("full",)),
             "pairs_requested": len(datasets) * len(backbones) * len(seeds),
+            "requested_cells": [f"{Path(d).name}/{b}/{s}" for d, b, s in itertools.product(datasets, backbones, seeds)],
             "cells": cell_seconds,
             "wall_seconds_this_call": round(time.perf_counter() - started, 1),
             "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
@@ -454,7 +455,8 @@ def complete_cells(rows: list[dict], methods: list[str], protocols: tuple[str, .
 
 
 def merge_timing(path: Path, timing: dict) -> dict:
-    """This call's per-cell seconds merged into the committed timing file's, with the totals over all cells.
+    """This call's per-cell seconds merged into the committed timing file's, with the totals over all cells;
+    the cells requested are those of every call (a file older than that list keeps its count as a floor).
     A file written before cells were itemised keeps its totals apart as `earlier_not_itemised`: they may cover
     cells recomputed since, so they are not added to the totals."""
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -464,7 +466,9 @@ def merge_timing(path: Path, timing: dict) -> dict:
     cells = {**old.get("cells", {}), **timing["cells"]}
     base = sum(c["base_runs_seconds"] for c in cells.values())
     methods = sum(c["methods_seconds"] for c in cells.values())
-    merged = {**timing, "pairs_requested": max(timing["pairs_requested"], old.get("pairs_requested", 0)),
+    requested = {*old.get("requested_cells", ()), *old.get("cells", {}), *timing["requested_cells"], *cells}
+    merged = {**timing, "pairs_requested": max(len(requested), old.get("pairs_requested", 0)),
+              "requested_cells": sorted(requested),
               "base_runs_seconds": round(base, 1), "methods_seconds": round(methods, 1),
               "total_seconds": round(base + methods, 1), "cells": dict(sorted(cells.items()))}
     if earlier is not None:
