@@ -398,7 +398,7 @@ def reproduce_table(
     rows, cells, cell_seconds = [], {}, {}
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         pair, base_seconds = open_pair(table, dataset, backbone, seed, ctx)
-        cell, method_seconds = f"{Path(dataset).name}/{backbone}/{seed}", 0.0
+        cell, method_seconds = cell_key(dataset, backbone, seed), 0.0
         if pair is None:
             if base_seconds:  # one base run done, the other not yet
                 cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
@@ -432,7 +432,7 @@ def reproduce_table(
             "pairs_complete": complete_cells(rows, wanted, ("sampled",)),  # the headline protocol
             "pairs_complete_full": complete_cells(rows, wanted, ("full",)),
             "pairs_requested": len(datasets) * len(backbones) * len(seeds),
-            "requested_cells": [f"{Path(d).name}/{b}/{s}" for d, b, s in itertools.product(datasets, backbones, seeds)],
+            "requested_cells": [cell_key(*cell) for cell in itertools.product(datasets, backbones, seeds)],
             "cells": cell_seconds,
             "wall_seconds_this_call": round(time.perf_counter() - started, 1),
             "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
@@ -441,6 +441,11 @@ def reproduce_table(
         })
         write_json(out_dir / f"{name}_timing.json", timing)
     return timing
+
+
+def cell_key(dataset: str, backbone: str, seed: int) -> str:
+    """A cell's name in the timing file: dataset file name, backbone and seed."""
+    return f"{Path(dataset).name}/{backbone}/{seed}"
 
 
 def complete_cells(rows: list[dict], methods: list[str], protocols: tuple[str, ...]) -> int:
@@ -466,7 +471,7 @@ def merge_timing(path: Path, timing: dict) -> dict:
     cells = {**old.get("cells", {}), **timing["cells"]}
     base = sum(c["base_runs_seconds"] for c in cells.values())
     methods = sum(c["methods_seconds"] for c in cells.values())
-    requested = {*old.get("requested_cells", ()), *old.get("cells", {}), *timing["requested_cells"], *cells}
+    requested = {*old.get("requested_cells", ()), *timing["requested_cells"], *cells}  # cells: old and new
     merged = {**timing, "pairs_requested": max(len(requested), old.get("pairs_requested", 0)),
               "requested_cells": sorted(requested),
               "base_runs_seconds": round(base, 1), "methods_seconds": round(methods, 1),
