@@ -397,6 +397,27 @@ def test_compatibility_statistics_of_a_generator_that_returns_the_static_head():
         assert np.allclose(stats["hard_share"][index], 0)  # ties go to the larger value: none is larger
 
 
+def test_top_of_ranking_profile_agrees_with_full_evaluation_and_ranks_popularity_first(cyclic_data):
+    from dynrec.evaluate import evaluate
+    from dynrec.serve.bundle import training_popularity
+    from scripts.top_of_ranking import PopularityScorer, profile
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config("din"), cyclic_data.n_items).eval()
+    counts = training_popularity(cyclic_data)
+    counts[1:] += np.arange(cyclic_data.n_items)  # distinct counts: no ties in the popularity order
+    stats = profile(model, cyclic_data, counts, batch=7)
+    full = evaluate(model, cyclic_data, "test", ["full"], [10])["full"]
+    assert stats["ndcg@10"] == pytest.approx(full["ndcg@10"], abs=1e-6)
+    assert stats["uauc"] == pytest.approx(full["uauc"], abs=1e-6)
+    assert stats["hits@10"] == round(full["hr@10"] * cyclic_data.n_users)
+    popular = profile(PopularityScorer(counts), cyclic_data, counts, batch=7)
+    assert popular["score_popularity_spearman"] == pytest.approx(1.0)
+    assert popular["top10_popularity_percentile"] > stats["top10_popularity_percentile"]
+    assert popular["distinct_items_in_top10"] <= 10 + 15  # ten most popular unseen; histories hold <= 15 items
+    assert 0 < popular["top10_popularity_percentile"] <= 1
+
+
 def test_committed_outcomes_rebuild_the_paired_tests_once_the_run_caches_are_gone(table1, tmp_path, monkeypatch):
     work, out = table1
     archive = per_user.load(per_user.archive_path(out, "table1", "cyclic.txt", "sasrec", 0))
