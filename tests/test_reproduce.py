@@ -418,6 +418,20 @@ def test_top_of_ranking_profile_agrees_with_full_evaluation_and_ranks_popularity
     assert 0 < popular["top10_popularity_percentile"] <= 1
 
 
+def test_most_popular_table_puts_model_a_means_beside_the_list(tmp_path):
+    from scripts.most_popular import markdown, model_a_means
+
+    table = tmp_path / "table3.csv"
+    rows = [("d", "sasrec", "model-a", "full", "0.1"), ("d", "sasrec", "model-a", "full", "0.2"),
+            ("d", "sasrec", "cki", "full", "0.9"), ("d", "din", "model-a", "sampled", "0.5")]
+    table.write_text("dataset,backbone,method,protocol,ndcg@10\n" + "".join(",".join(r) + "\n" for r in rows))
+    means = model_a_means(table)
+    assert means[("d", "sasrec", "full")] == (pytest.approx(0.15), 2) and len(means) == 2
+    text = markdown({"d": {"full": {"ndcg@10": 0.01}, "sampled": {"ndcg@10": 0.2}}}, means, "cmd")
+    assert "| d | full | 0.0100 | not run | 0.1500 (2) | not run |" in text
+    assert "| d | sampled | 0.2000 | not run | not run | 0.5000 (1) |" in text
+
+
 def test_committed_outcomes_rebuild_the_paired_tests_once_the_run_caches_are_gone(table1, tmp_path, monkeypatch):
     work, out = table1
     archive = per_user.load(per_user.archive_path(out, "table1", "cyclic.txt", "sasrec", 0))
