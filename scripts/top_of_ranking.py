@@ -142,7 +142,7 @@ def main() -> None:
     command = " ".join(["python scripts/top_of_ranking.py", "--dataset", args.dataset, "--backbone", args.backbone,
                         "--seeds", *map(str, args.seeds), "--table", args.table])
     write_json(out.with_suffix(".json"), {
-        "command": command, "users": ctx.loaded[next(iter(ctx.loaded))].n_users, "most_popular": popular,
+        "command": command, "users": pair.data.n_users, "most_popular": popular,
         "seeds": seeds, "machine": machine_info()})
 
 
