@@ -63,14 +63,20 @@ class Scorer(Protocol):
     def score_candidates(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor: ...
 
 
-def _full_ranks(scorer: Scorer, data: SequenceData, split: str, users: np.ndarray, seq: torch.Tensor):
-    scores = scorer.score_all(seq).float().cpu()  # (B, N + 1)
+def mask_seen(scores: torch.Tensor, data: SequenceData, split: str, users: np.ndarray):
+    """Set, in place, the users' earlier items (all but the split's target) and padding to -inf in (B, N + 1)
+    scores, as full ranking excludes them; returns the scores and (B, 1) the target's score."""
     target = torch.from_numpy(data.targets(split)[users])[:, None]  # (B, 1)
     target_score = scores.gather(1, target)  # (B, 1)
     rows, cols = seen_mask_indices(data, split, users)
     scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")  # earlier items are excluded...
     scores.scatter_(1, target, target_score)  # ...except the target itself
     scores[:, 0] = float("-inf")
+    return scores, target_score
+
+
+def _full_ranks(scorer: Scorer, data: SequenceData, split: str, users: np.ndarray, seq: torch.Tensor):
+    scores, target_score = mask_seen(scorer.score_all(seq).float().cpu(), data, split, users)  # (B, N + 1)
     ranks = (scores >= target_score).sum(1) - 1  # (B,) ties count against the target
     return ranks, torch.isfinite(scores).sum(1), None
 

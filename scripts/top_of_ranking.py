@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from dynrec.checkpoint import load_checkpoint, write_json
-from dynrec.data.batching import history, seen_mask_indices
+from dynrec.data.batching import history
 from dynrec.data.preprocess import SequenceData
-from dynrec.evaluate import evaluate, public, rank_metrics
+from dynrec.evaluate import evaluate, mask_seen, public, rank_metrics
 from dynrec.experiments.tables import TABLES, Context, open_pair
 from dynrec.machine import machine_info
 from dynrec.serve.bundle import training_popularity
@@ -61,22 +61,16 @@ def profile(model: torch.nn.Module, data: SequenceData, counts: np.ndarray, batc
     items = counts[1:]
     percentile = torch.as_tensor(np.searchsorted(np.sort(items), items) / (len(items) - 1))  # share less popular
     log_counts = torch.as_tensor(np.log1p(counts[1:]), dtype=torch.float64)
-    targets = torch.as_tensor(data.targets("test"))
     collected, top_pop, corr, shown = [], [], [], []
     for lo in range(0, data.n_users, batch):
         users = np.arange(lo, min(lo + batch, data.n_users))
         seq = torch.as_tensor(history(data, "test", model.max_len, users))
-        scores = model.score_all(seq).double()[:, 1:]
-        target = targets[users] - 1
-        corr.append(rank_correlation(scores, log_counts))
-        rows, cols = seen_mask_indices(data, "test", users)
-        seen = torch.zeros_like(scores, dtype=torch.bool)
-        seen[torch.as_tensor(rows), torch.as_tensor(cols) - 1] = True
-        seen[torch.arange(len(users)), target] = False
-        target_score = scores.gather(1, target[:, None])
-        scores[seen] = float("-inf")
+        scores = model.score_all(seq).double()
+        corr.append(rank_correlation(scores[:, 1:], log_counts))
+        scores, target_score = mask_seen(scores, data, "test", users)
+        scores = scores[:, 1:]
         ranks = (scores >= target_score).sum(1) - 1  # ties count against the target, as in dynrec.evaluate
-        collected.append(rank_metrics(ranks, [TOP], (~seen).sum(1)))
+        collected.append(rank_metrics(ranks, [TOP], torch.isfinite(scores).sum(1)))
         top = scores.topk(TOP, dim=1).indices
         top_pop.append(percentile[top].mean(1))
         shown.append(top.flatten())
