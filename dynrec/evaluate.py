@@ -63,7 +63,9 @@ class Scorer(Protocol):
     def score_candidates(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor: ...
 
 
-def mask_seen(scores: torch.Tensor, data: SequenceData, split: str, users: np.ndarray):
+def mask_seen(
+    scores: torch.Tensor, data: SequenceData, split: str, users: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Set, in place, the users' earlier items (all but the split's target) and padding to -inf in (B, N + 1)
     scores, as full ranking excludes them; returns the scores and (B, 1) the target's score."""
     target = torch.from_numpy(data.targets(split)[users])[:, None]  # (B, 1)
