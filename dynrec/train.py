@@ -144,6 +144,16 @@ def _resume_state(run_dir: Path, cfg: RunConfig) -> dict | None:
     return state
 
 
+def _changed_arithmetic(before: dict, now: dict) -> str | None:
+    """Say when a resumed run continues at another thread count or on another CPU: its weights are reproducible
+    bit for bit only on one machine at one thread count, so it will part from an uninterrupted run."""
+    changes = [f"{key} {before[key]!r} -> {now[key]!r}" for key in ("torch_threads", "cpu_id", "cpu_capability")
+               if key in before and before[key] != now.get(key)]
+    if not changes:
+        return None
+    return f"continues with {', '.join(changes)}: from here it differs from a run trained without a break"
+
+
 def train(
     cfg: RunConfig, data: SequenceData | None = None, resume: bool = True, progress: bool = True
 ) -> dict:
@@ -182,6 +192,8 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
     sessions = state.setdefault("sessions", [{"from_epoch": 0, "machine": {}}] if state["epoch"] else [])
     if state["epoch"] < t.epochs and state["bad_checks"] < t.patience:  # this call trains: name it
         sessions.append({"from_epoch": state["epoch"], "machine": machine_info()})
+        if len(sessions) > 1 and (note := _changed_arithmetic(sessions[-2]["machine"], sessions[-1]["machine"])):
+            log(f"note: {run_dir} {note}")
     started = time.perf_counter()
     while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
         epoch = state["epoch"]

@@ -244,6 +244,24 @@ def test_resume_accepts_a_state_saved_before_a_config_key_existed(tmp_path, cycl
     assert machine.trained_with(result).startswith("unrecorded+")  # the first epoch's code is not known
 
 
+def test_resume_at_another_thread_count_says_so(tmp_path, cyclic_file, capsys):
+    """Weights are bit for bit only at one thread count, so a run resumed at another one names the change."""
+    train(_cfg(tmp_path, cyclic_file, "train.epochs=1"), progress=False)
+    path = tmp_path / "run" / STATE
+    state = torch.load(path, weights_only=True)
+    threads = state["sessions"][0]["machine"]["torch_threads"]
+    capsys.readouterr()
+    train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
+    assert "note:" not in capsys.readouterr().out  # same machine, same threads: nothing to say
+    state = torch.load(path, weights_only=True)
+    state["sessions"][-1]["machine"]["torch_threads"] = threads + 1  # as if epoch 2 had trained at another count
+    torch.save(state, path)
+    train(_cfg(tmp_path, cyclic_file, "train.epochs=3"), progress=False)
+    out = capsys.readouterr().out
+    assert f"continues with torch_threads {threads + 1} -> {threads}" in out
+    assert "cpu_id" not in out
+
+
 def test_uniform_loss_scale_averages_over_all_positions(cyclic_data):
     """Scaled batch means, averaged over the epoch's batches, equal the mean over every target position."""
     cfg = load_config(None, ["data.dataset=cyclic", *TINY])
