@@ -165,11 +165,13 @@ def reproduce(
     report: str | Path | None = None,
     cached_only: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict[str, dict]:
     """The CKI paper's Tables 1, 3, 4 (`dynrec reproduce`): train what is missing (cached by config, so a
     reproduction resumes), evaluate every method, write <table>.csv, <table>_tests.csv, <table>_timing.json
     into out_dir and render `report`. `tables`: a name, a list, "all", or "report" (render only). `quick`: a
-    smoke budget on ml-100k under runs/quick (not results). Returns each table's timing."""
+    smoke budget on ml-100k under runs/quick (not results). `jobs` > 1 trains a pair's two static base runs
+    in that many processes at once. Returns each table's timing."""
     from dynrec.experiments import report as rendering  # here: matplotlib and scipy load only when asked
     from dynrec.experiments import tables as paper
 
@@ -184,7 +186,8 @@ def reproduce(
     if threads:
         torch.set_num_threads(threads)
     ctx = paper.Context(Path(root or ("runs/quick" if quick else "runs/experiments")),
-                        paper.QUICK if quick else paper.PAPER, protocols, threads, progress, cached_only)
+                        paper.QUICK if quick else paper.PAPER, protocols, threads, progress, cached_only,
+                        jobs=jobs)
     datasets = list(datasets or (paper.QUICK_DATASETS if quick else paper.DATASETS))
     seeds = list(seeds or (paper.QUICK_SEEDS if quick else paper.SEEDS))
     backbones = list(backbones or paper.BACKBONES)

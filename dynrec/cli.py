@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="CSVs, timings and charts (default docs/results; quick: runs/quick/results)")
     p.add_argument("--report", help="the Markdown page (default docs/results.md; quick: <out-dir>/results.md)")
     p.add_argument("--cached-only", action="store_true", help="train and evaluate nothing: report what exists")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes that train a pair's two static base runs at once (Tables 1 and 4; each at "
+                        "--threads threads, or its share of the cores); 1: one after the other")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("data", help="load a dataset and print its statistics")
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reproduce":
             timings = api.reproduce(args.table, args.datasets, args.backbones, args.seeds, args.methods, args.quick,
                                     args.protocols, args.threads, args.root, args.out_dir, args.report,
-                                    args.cached_only, progress=not args.no_progress)
+                                    args.cached_only, progress=not args.no_progress, jobs=args.jobs)
             for name, timing in timings.items():
                 print(f"{name}: {timing['pairs_complete']}/{timing['pairs_requested']} pairs complete (sampled; "
                       f"{timing['pairs_complete_full']} with full ranking), "

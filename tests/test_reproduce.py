@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dynrec import api, cli, machine
 from dynrec.checkpoint import load_checkpoint, write_json
@@ -242,6 +243,25 @@ def test_requested_pairs_count_every_call_s_cells(tmp_path):
     assert tables.merge_timing(path, call)["pairs_requested"] == 36
 
 
+def test_jobs_train_the_pair_side_by_side_with_the_weights_of_one_after_the_other(tiny, tmp_path, monkeypatch):
+    _, data = tiny
+    weights = {}
+    for jobs in (1, 2):
+        ctx = tables.Context(root=tmp_path / f"jobs{jobs}", budget=tables.QUICK, threads=1, jobs=jobs)
+        runs = tables.base_configs(tables.TABLES["table1"], str(data), "sasrec", 0, ctx)
+        if jobs == 2:  # the workers are other processes: training here would fail
+            monkeypatch.setattr(runner, "train", lambda *args, **kwargs: pytest.fail("trained in the parent"))
+        results = tables.train_base_runs(runs, ctx, side_by_side=True)
+        assert [r["selection"]["best_epoch"] for r in results] == [
+            json.loads((Path(cfg.out_dir) / "result.json").read_text())["selection"]["best_epoch"] for cfg, _ in runs]
+        weights[jobs] = [load_file(Path(cfg.out_dir) / "model.safetensors") for cfg, _ in runs]
+        assert [cfg.train.threads for cfg, _ in runs] == [1, 1]
+    assert weights[1][0].keys() == weights[2][0].keys()
+    assert not all(torch.equal(weights[1][0][k], weights[1][1][k]) for k in weights[1][0])  # A and B differ
+    for one, two in zip(weights[1], weights[2], strict=True):
+        assert all(torch.equal(one[k], two[k]) for k in one)
+
+
 def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
     work, data = tiny
     monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained in cached-only mode"))
@@ -251,12 +271,17 @@ def test_cached_only_reports_what_exists_without_training(tiny, monkeypatch):
     assert report.render(work / "cached-only", work / "cached-only" / "results.md").is_file()
 
 
-def test_quick_end_to_end_from_the_command_line(table1, capsys):
+def test_quick_end_to_end_from_the_command_line(table1, capsys, monkeypatch):
     work, _ = table1
     out = work / "cli"
     argv = ["reproduce", "all", "--quick", "--datasets", str(work / "cyclic.txt"), "--backbones", "sasrec",
-            "--seeds", "0", "--root", str(work / "runs"), "--out-dir", str(out), "--threads", "1", "--no-progress"]
+            "--seeds", "0", "--root", str(work / "runs"), "--out-dir", str(out), "--threads", "1", "--no-progress",
+            "--jobs", "2"]
+    jobs, train_base_runs = [], tables.train_base_runs
+    monkeypatch.setattr(tables, "train_base_runs", lambda runs, ctx, side_by_side: jobs.append(
+        (ctx.jobs, side_by_side)) or train_base_runs(runs, ctx, side_by_side))
     assert cli.main(argv) == 0
+    assert set(jobs) == {(2, True), (2, False)}  # Table 3's B(G) waits for A's backbone
     assert "table3: 1/1 pairs complete (sampled; 1 with full ranking)" in capsys.readouterr().out
     for name in tables.TABLES:
         assert _rows(out / f"{name}.csv") and _rows(out / f"{name}_tests.csv")

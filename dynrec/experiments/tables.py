@@ -11,11 +11,15 @@ they pool seeds across sittings whose run caches are gone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +44,7 @@ from dynrec.experiments.runner import (
 )
 from dynrec.experiments.stats import RESAMPLES, paired_bootstrap, paired_t_test
 from dynrec.machine import machine_info, trained_with
-from dynrec.train import data_for, log
+from dynrec.train import RESULT, data_for, log
 
 DATASETS = ("ml-1m", "beauty", "douban-book", "douban-music")
 BACKBONES = ("din", "gru4rec", "sasrec")
@@ -110,6 +114,7 @@ class Context:
     threads: int = 0
     progress: bool = False
     cached_only: bool = False  # report what exists; train and evaluate nothing
+    jobs: int = 1  # processes that train a pair's two base runs side by side (Tables 1 and 4)
     loaded: dict[str, SequenceData] = field(default_factory=dict)
 
     def data(self, cfg: RunConfig) -> SequenceData:
@@ -161,11 +166,28 @@ def base_configs(table: Table, dataset: str, backbone: str, seed: int, ctx: Cont
     return [(cfg_a, tag_a), (cfg_b, tag_b)]
 
 
+def train_base_runs(runs: list[tuple[RunConfig, str]], ctx: Context, side_by_side: bool) -> list[dict]:
+    """run_cached for each base run; with ctx.jobs > 1 and runs that do not depend on each other, in that many
+    spawned processes at once, each at ctx.threads torch threads (or its share of the cores)."""
+    missing = [cfg for cfg, tag in runs if not (run_directory(cfg, ctx.root, tag) / RESULT).is_file()]
+    if ctx.jobs <= 1 or not side_by_side or ctx.cached_only or len(missing) < 2:
+        return [run_cached(cfg, ctx.root, tag, ctx.progress, ctx.cached_only) for cfg, tag in runs]
+    jobs = min(ctx.jobs, len(runs))
+    workers = []
+    for cfg, tag in runs:
+        cfg.out_dir = str(run_directory(cfg, ctx.root, tag))  # what run_cached sets in the worker
+        worker = copy.deepcopy(cfg)  # threads are not part of a run's identity, so only the worker's copy changes
+        worker.train.threads = ctx.threads or max(1, (os.cpu_count() or 1) // jobs)
+        workers.append(worker)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(run_cached, workers, [ctx.root] * len(runs), [tag for _, tag in runs]))
+
+
 def open_pair(table: Table, dataset: str, backbone: str, seed: int, ctx: Context) -> tuple[Pair | None, float]:
     """Train (or read back) the pair's two base runs and load them; None while a run is missing (cached_only).
     Also returns the seconds the base runs took to train and evaluate, as recorded in their results."""
     runs = base_configs(table, dataset, backbone, seed, ctx)
-    results = [run_cached(cfg, ctx.root, tag, ctx.progress, ctx.cached_only) for cfg, tag in runs]
+    results = train_base_runs(runs, ctx, side_by_side=table.b_variant != "dynamic-on-a")
     seconds = sum(r.get("train_seconds", 0) + r.get("valid_eval_seconds", 0) + r.get("test_eval_seconds", 0)
                   for r in results)
     if not all(results):
