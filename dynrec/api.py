@@ -10,7 +10,7 @@ import torch
 
 from dynrec.checkpoint import load_checkpoint, write_json
 from dynrec.config import RunConfig, load_config
-from dynrec.errors import FusionError
+from dynrec.errors import ConfigError, FusionError
 from dynrec.evaluate import evaluate, public
 from dynrec.fusion.compatibility import BINS
 from dynrec.fusion.files import check_same_catalogue, is_dynrec_checkpoint, read_state_dict, write_fused
@@ -181,6 +181,8 @@ def reproduce(
         names = [] if tables == "report" else [tables] if isinstance(tables, str) else list(tables)
     protocols = tuple(protocols or paper.PROTOCOLS)
     paper.check_request(names, protocols, methods)
+    if jobs < 1:
+        raise ConfigError(f"reproduce --jobs: expected a positive number of processes, got {jobs}")
     out = Path(out_dir or ("runs/quick/results" if quick else "docs/results"))
     report = Path(report or (out / "results.md" if quick else "docs/results.md"))
     if threads:

@@ -316,6 +316,7 @@ def test_published_figures_are_those_of_design_section_5():
     ({"tables": "table4", "methods": ["ties"]}, "'ties' is not a method of table4"),
     ({"tables": "all", "methods": ["cki-soft"]}, "'cki-soft' is not a method"),
     ({"tables": "table1", "protocols": ["popular"]}, "unknown protocol 'popular'"),
+    ({"tables": "table1", "jobs": 0}, "--jobs: expected a positive number of processes, got 0"),
 ])
 def test_bad_requests_name_what_is_wrong(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -169,8 +169,8 @@ def base_configs(table: Table, dataset: str, backbone: str, seed: int, ctx: Cont
 def train_base_runs(runs: list[tuple[RunConfig, str]], ctx: Context, side_by_side: bool) -> list[dict]:
     """run_cached for each base run; with ctx.jobs > 1 and runs that do not depend on each other, in that many
     spawned processes at once, each at ctx.threads torch threads (or its share of the cores)."""
-    missing = [cfg for cfg, tag in runs if not (run_directory(cfg, ctx.root, tag) / RESULT).is_file()]
-    if ctx.jobs <= 1 or not side_by_side or ctx.cached_only or len(missing) < 2:
+    untrained = sum(not (run_directory(cfg, ctx.root, tag) / RESULT).is_file() for cfg, tag in runs)
+    if ctx.jobs <= 1 or not side_by_side or ctx.cached_only or untrained < 2:
         return [run_cached(cfg, ctx.root, tag, ctx.progress, ctx.cached_only) for cfg, tag in runs]
     jobs = min(ctx.jobs, len(runs))
     workers = []
