@@ -384,7 +384,8 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
              "", *_method_notes(), "", "## Time per table", "",
              *timing_table({name: t for name, (_, _, t) in loaded.items()}), "",
              "Seconds as recorded when each part was computed, summed over the cells each table itemises; base runs "
-             "shared between tables count in each. The last column holds what sittings before per-cell records "
+             "shared between tables count in each, and a pair's two runs add up even where they trained side by side "
+             "(`--jobs`). The last column holds what sittings before per-cell records "
              "logged as one total: it may include cells recomputed (and itemised) since, so it is not added in. "
              + (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
                 f"{machine['torch_threads']} thread(s) for evaluation." if machine else "")]

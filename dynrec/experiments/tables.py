@@ -458,7 +458,8 @@ def reproduce_table(
             "cells": cell_seconds,
             "wall_seconds_this_call": round(time.perf_counter() - started, 1),
             "note": "seconds as recorded when each part was computed, over every sitting; base runs shared with "
-                    "another table (model A in every table) count in each",
+                    "another table (model A in every table) count in each; a pair's two runs add up, also when "
+                    "they trained side by side (--jobs), so its wall time can be shorter",
             "machine": machine_info(),
         })
         write_json(out_dir / f"{name}_timing.json", timing)
