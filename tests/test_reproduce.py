@@ -480,3 +480,22 @@ def test_committed_outcomes_rebuild_the_paired_tests_once_the_run_caches_are_gon
     tables.reproduce_table("table1", [str(work / "cyclic.txt")], ["sasrec"], [0], gone, committed)
     assert _rows(committed / "table1_tests.csv") == tests_before  # same means, differences and p-values
     assert _rows(committed / "table1.csv") == rows
+
+
+def test_side_by_side_summary_sets_the_pair_wall_time_against_its_runs_added(tmp_path):
+    from scripts.side_by_side import side_by_side
+
+    def run(name: str, seconds: list[float], wall: float, sessions: int = 1) -> Path:
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "result.json", {
+            "epochs": len(seconds), "selection": {"best_epoch": 1}, "train_seconds": sum(seconds),
+            "wall_seconds_this_session": wall, "history": [{"train_seconds": s} for s in seconds],
+            "sessions": [{"machine": {"cpu": "x"}}] * sessions})
+        return tmp_path / name
+
+    summary = side_by_side(run("a", [5.0, 5.0, 5.0, 3.0, 4.0], 30.0), run("b", [5.0, 6.0, 4.0], 20.0))
+    assert (summary["pair_wall_seconds"], summary["runs_added_seconds"], summary["added_over_wall"]) == (30, 50, 1.667)
+    assert summary["longer_run_epoch_seconds_together"] == 5.0 and summary["longer_run_epoch_seconds_alone"] == 3.5
+    assert summary["epochs_alone"] == 2 and [r["run"] for r in summary["runs"]] == ["b", "a"]
+    with pytest.raises(SystemExit, match="2 sessions"):
+        side_by_side(run("resumed", [1.0], 1.0, sessions=2), tmp_path / "a")
