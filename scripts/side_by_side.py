@@ -16,11 +16,12 @@ from pathlib import Path
 from statistics import mean
 
 from dynrec.checkpoint import write_json
+from dynrec.train import RESULT
 
 
 def run_summary(run_dir: Path) -> dict:
     """The epochs, selection and seconds one run's result.json records; a resumed run is refused."""
-    result = json.loads((run_dir / "result.json").read_text())
+    result = json.loads((run_dir / RESULT).read_text())
     if len(result["sessions"]) != 1:
         raise SystemExit(f"{run_dir}: trained over {len(result['sessions'])} sessions; expected one")
     return {"run": run_dir.name, "epochs": result["epochs"], "best_epoch": result["selection"]["best_epoch"],
