@@ -332,6 +332,23 @@ def test_learning_f_l_lowers_the_training_loss_and_keeps_base_weights(cyclic_fil
     assert all(torch.allclose(fused[k], spliced[k].detach(), atol=1e-5) for k in fused)
 
 
+def test_learning_f_l_with_dropout_repeats_exactly_and_leaves_the_callers_rng(cyclic_file, cyclic_data, tmp_path):
+    cfg = _tiny_run(cyclic_file, tmp_path, "learn", ["model.dropout=0.5"])  # dropout draws from the global RNG
+    states = _random_sasrec_states(cfg, cyclic_data.n_items)
+    learned = []
+    for global_seed in (1, 2):  # whatever ran before in the process must not change what is learned
+        torch.manual_seed(global_seed)
+        model = build_model(cfg.model, cyclic_data.n_items)
+        before = torch.get_rng_state()
+        compatibility, history = train_compatibility(model, states, cyclic_data, cfg, tensors="all", epochs=2,
+                                                     lr=0.05)
+        assert torch.equal(torch.get_rng_state(), before)
+        learned.append(({k: v.detach().clone() for k, v in compatibility.state_dict().items()}, history["history"]))
+    (first, first_history), (second, second_history) = learned
+    assert first_history == second_history
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 # ----------------------------------------------------------------------------- checkpoints and the CLI
 
 

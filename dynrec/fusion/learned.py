@@ -71,34 +71,37 @@ def _fit(
     progress: bool,
 ) -> dict:
     """Adam on `parameters` for `epochs` epochs of the training data; keeps the module's best state on
-    validation (epoch 0 included) and loads it back. Returns the history."""
+    validation (epoch 0 included) and loads it back. Seeded by cfg.train.seed, dropout included, so a rerun
+    learns the same weights. Returns the history."""
     t = cfg.train
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    generator = torch.Generator().manual_seed(t.seed)
-    inputs, targets = training_tensors(cfg, data)
-    best = {"epoch": 0, "valid": validate(), "state": copy.deepcopy(module.state_dict())}
-    history = [{"epoch": 0, "valid": best["valid"]}]
-    for epoch in range(1, epochs + 1):
-        total, steps = 0.0, 0
-        for index in training_batches(inputs, t.batch_size, generator):
-            seq, target = trim_padding(inputs[index], targets[index])
-            negatives = None
-            if t.loss == "bce":
-                negatives = uniform_negatives(data.n_items, (*target.shape, t.num_negatives), generator)
-            loss = step_loss(seq, target, negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(parameters, t.grad_clip)
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-        record = {"epoch": epoch, "loss": round(total / max(steps, 1), 6), "valid": validate()}
-        history.append(record)
-        if progress:
-            log(" ".join(f"{k}={v}" for k, v in record.items()))
-        if record["valid"] > best["valid"]:
-            best = {"epoch": epoch, "valid": record["valid"], "state": copy.deepcopy(module.state_dict())}
-    module.load_state_dict(best["state"])
+    with torch.random.fork_rng():  # dropout draws from the global RNG: seed it, restore the caller's after
+        torch.manual_seed(t.seed)
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+        generator = torch.Generator().manual_seed(t.seed)
+        inputs, targets = training_tensors(cfg, data)
+        best = {"epoch": 0, "valid": validate(), "state": copy.deepcopy(module.state_dict())}
+        history = [{"epoch": 0, "valid": best["valid"]}]
+        for epoch in range(1, epochs + 1):
+            total, steps = 0.0, 0
+            for index in training_batches(inputs, t.batch_size, generator):
+                seq, target = trim_padding(inputs[index], targets[index])
+                negatives = None
+                if t.loss == "bce":
+                    negatives = uniform_negatives(data.n_items, (*target.shape, t.num_negatives), generator)
+                loss = step_loss(seq, target, negatives)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters, t.grad_clip)
+                optimizer.step()
+                total, steps = total + loss.item(), steps + 1
+            record = {"epoch": epoch, "loss": round(total / max(steps, 1), 6), "valid": validate()}
+            history.append(record)
+            if progress:
+                log(" ".join(f"{k}={v}" for k, v in record.items()))
+            if record["valid"] > best["valid"]:
+                best = {"epoch": epoch, "valid": record["valid"], "state": copy.deepcopy(module.state_dict())}
+        module.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "best_valid": best["valid"],
             "metric": f"{t.select_protocol} {t.select_metric}", "history": history}
 
