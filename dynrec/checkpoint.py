@@ -27,6 +27,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 IDMAP = "idmap.json"
 STATE = "trainer_state.pt"
+TEST_OUTCOMES = "test_per_user.npz"  # a run's per-user test metrics, "<protocol>/<metric>" -> (n_users,)
 LOCK = "train.lock"  # held by the process training in a run dir
 
 
@@ -77,6 +78,15 @@ def atomic_write(path: Path, write, replace: bool = True) -> bool:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray], replace: bool = True) -> bool:
+    """Write named arrays as a compressed .npz, atomically; see atomic_write for `replace`."""
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a path
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, save, replace)
 
 
 def write_json(path: Path, payload: dict, replace: bool = True) -> bool:

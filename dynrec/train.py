@@ -18,12 +18,14 @@ from tqdm.auto import tqdm
 
 from dynrec.checkpoint import (
     STATE,
+    TEST_OUTCOMES,
     WEIGHTS,
     load_state,
     load_weights,
     run_lock,
     save_checkpoint,
     save_state,
+    write_arrays,
     write_json,
 )
 from dynrec.config import RunConfig, config_from_dict
@@ -240,22 +242,27 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         "machine": machine_info(),
         "sessions": state["sessions"],
     }
-    result.update(evaluation_report(model, data, cfg))
+    report, test_outcomes = evaluation_report(model, data, cfg)
+    result.update(report)
+    write_arrays(run_dir / TEST_OUTCOMES, test_outcomes)  # before result.json, which marks the run complete
     write_json(run_dir / RESULT, result)
     return result
 
 
-def evaluation_report(model: Recommender, data: SequenceData, cfg: RunConfig) -> dict:
-    """Validation and test metrics under every configured protocol, with the time evaluation took."""
+def evaluation_report(model: Recommender, data: SequenceData, cfg: RunConfig) -> tuple[dict, dict[str, np.ndarray]]:
+    """Validation and test metrics under every configured protocol, with the time evaluation took, and the
+    per-user test metrics ("<protocol>/<metric>"), kept so that paired tests need not score the run again."""
     report: dict = {}
     for split in ("valid", "test"):
         tic = time.perf_counter()
         metrics = evaluate(model, data, split, cfg.eval.protocols, cfg.eval.ks, cfg.eval.batch_size,
                            cfg.eval.sampled_negatives, cfg.eval.sample_seed)
-        metrics.pop("_per_user")
+        per_user = metrics.pop("_per_user")
         report[split] = metrics
         report[f"{split}_eval_seconds"] = round(time.perf_counter() - tic, 3)
-    return report
+    outcomes = {f"{protocol}/{name}": values
+                for protocol, metrics in per_user.items() for name, values in metrics.items()}
+    return report, outcomes
 
 
 def training_batches(

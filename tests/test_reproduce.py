@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -157,6 +158,26 @@ def test_options_are_chosen_on_validation_only(table1, monkeypatch):
     assert len(grid) == len(tables.grid_points(methods.METHODS["ties"].grid)) == len(calls)
     assert {(split, tuple(protocols)) for split, protocols in calls} == {("valid", ("sampled",))}
     assert options == grid[max(range(len(grid)), key=lambda i: (grid[i]["valid"], -i))]["options"]
+
+
+def test_trained_models_rows_are_read_from_their_runs_and_equal_scoring_them_again(table1, monkeypatch):
+    work, _ = table1
+    ctx = _context(work)
+    pair, _ = tables.open_pair(tables.TABLES["table1"], str(work / "cyclic.txt"), "sasrec", 0, ctx)
+    monkeypatch.setattr(tables, "evaluate", lambda *a, **k: pytest.fail("scored a trained run again"))
+    read = {name: tables._evaluate(pair, name, {}, ["full", "sampled"], ctx) for name in ("model-a", "model-b")}
+    monkeypatch.undo()
+    monkeypatch.setattr(tables, "TEST_OUTCOMES", "none-kept.npz")  # as for a run trained before they were kept
+    scored = {name: tables._evaluate(pair, name, {}, ["full", "sampled"], ctx) for name in ("model-a", "model-b")}
+    for name, protocol in itertools.product(("model-a", "model-b"), ("full", "sampled")):
+        (record, arrays), (again, arrays_again) = read[name][protocol], scored[name][protocol]
+        assert record["read_from"].startswith(str(pair.dirs[name == "model-b"]))
+        assert "read_from" not in again and sum(record["seconds"].values()) == 0
+        for key in ("test", "valid", "selection", "runs", "options"):
+            assert record[key] == again[key], (name, protocol, key)
+        assert arrays.keys() == arrays_again.keys() and f"test/{protocol}/ndcg@10" in arrays
+        for key, values in arrays.items():
+            np.testing.assert_array_equal(values, arrays_again[key])
 
 
 def test_a_rerun_trains_and_evaluates_nothing(table1, monkeypatch):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import dynrec
 from dynrec import machine
-from dynrec.checkpoint import STATE, WEIGHTS, load_checkpoint, wait_for_run
+from dynrec.checkpoint import STATE, TEST_OUTCOMES, WEIGHTS, load_checkpoint, wait_for_run
 from dynrec.config import load_config
 from dynrec.data.preprocess import build_sequences
 from dynrec.data.readers import read_interactions
@@ -162,12 +162,18 @@ def test_one_process_at_a_time_trains_in_a_run_dir(tmp_path, cyclic_file):
 
 
 def test_checkpoint_round_trip_scores_identically(tmp_path, cyclic_file, cyclic_data):
-    train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
+    result = train(_cfg(tmp_path, cyclic_file, "train.epochs=2"), progress=False)
     model, _, idmap = load_checkpoint(tmp_path / "run")
     assert idmap["items"][1:] == cyclic_data.item_ids[1:].tolist()
-    first = evaluate(model, cyclic_data, "test", ["full"])["full"]
+    first = evaluate(model, cyclic_data, "test", ["full", "sampled"], batch_size=32, sampled_negatives=10)
     again = evaluate(load_checkpoint(tmp_path / "run")[0], cyclic_data, "test", ["full"])["full"]
-    assert first == again
+    assert first["full"] == again
+    with np.load(tmp_path / "run" / TEST_OUTCOMES) as kept:  # the run's per-user test metrics, for paired tests
+        assert sorted(kept.files) == sorted(f"{p}/{m}" for p in ("full", "sampled") for m in first["_per_user"][p])
+        for protocol in ("full", "sampled"):
+            for metric, values in first["_per_user"][protocol].items():
+                np.testing.assert_array_equal(kept[f"{protocol}/{metric}"], values)
+                assert round(float(values.mean()), 6) == result["test"][protocol][metric]
 
 
 def test_checkpoint_with_wrong_shapes_is_refused(tmp_path, cyclic_file):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynrec.checkpoint import atomic_write, write_json
+from dynrec.checkpoint import write_arrays, write_json
 
 
 def payload_key(payload: dict) -> str:
@@ -34,11 +34,7 @@ def write_record(stem: Path, record: dict, arrays: dict[str, np.ndarray] | None 
     tables sharing a pair), the second gets the first's record back, so both report the same one. The arrays
     are deterministic, so either process's copy is the same."""
     if arrays:
-        def save(tmp: Path) -> None:
-            with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a path
-                np.savez_compressed(f, **arrays)
-
-        atomic_write(_file(stem, ".npz"), save)
+        write_arrays(_file(stem, ".npz"), arrays)
     if write_json(_file(stem, ".json"), record, replace=False):
         return record
     return read_record(stem)

@@ -68,6 +68,7 @@ class Method:
     grid: dict[str, tuple] = field(default_factory=dict)  # option -> candidates; every combination is tried
     models: str = "ab"  # which trained models it reads: "a", "b" or "ab" (part of its cache key)
     options_of: str | None = None  # take the options this other method chose on validation
+    is_run: bool = False  # the scorer is the `models` run as trained: its run's own test evaluation is reused
 
     def grid_for(self, pair: Pair) -> dict[str, tuple]:
         """The options validation chooses among for `pair`: an online merge (Table 3) merges the head only, so
@@ -182,9 +183,9 @@ def _plus_epoch(start: str) -> Callable[[Pair, dict], Built]:
 
 
 METHODS: dict[str, Method] = {
-    "model-a": Method("Model A (static)", _model("a"), models="a"),
-    "model-b": Method("Model B (static, seed + 100)", _model("b"), models="b"),
-    "model-bg": Method("Model B(G) (dynamic)", _model("b"), models="b"),
+    "model-a": Method("Model A (static)", _model("a"), models="a", is_run=True),
+    "model-b": Method("Model B (static, seed + 100)", _model("b"), models="b", is_run=True),
+    "model-bg": Method("Model B(G) (dynamic)", _model("b"), models="b", is_run=True),
     "magnitude": Method("magnitude pruning", _fusion("magnitude"), {"tensors": TENSORS}),
     "ensemble": Method("output ensemble (2x cost)", _ensemble),
     "average": Method("parameter averaging", _fusion("average"), {"tensors": TENSORS}),

@@ -7,13 +7,12 @@ function that computed it."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dynrec.checkpoint import atomic_write
+from dynrec.checkpoint import write_arrays
 from dynrec.evaluate import rank_metrics
 
 CUTOFF = 10  # ranks 0..9 are kept; the tested metrics (ndcg@10, hr@10) need no more
@@ -73,7 +72,5 @@ def save(path: Path, outcomes: dict[str, np.ndarray]) -> bool:
     merged = {**old, **outcomes}
     if old.keys() == merged.keys() and all(np.array_equal(old[k], merged[k]) for k in merged):
         return False
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **dict(sorted(merged.items())))
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_arrays(path, dict(sorted(merged.items())))
     return True

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynrec.checkpoint import load_checkpoint, write_json
+from dynrec.checkpoint import TEST_OUTCOMES, load_checkpoint, write_json
 from dynrec.config import RunConfig
 from dynrec.data.preprocess import SequenceData
 from dynrec.errors import ConfigError
@@ -280,27 +280,65 @@ def evaluate_method(pair: Pair, name: str, ctx: Context) -> Evaluated | None:
 
 def _evaluate(pair: Pair, name: str, options: dict, protocols: list[str], ctx: Context) -> dict[str, tuple]:
     """Build the method once, score validation (the selection metric) and test under each protocol; the
-    build and validation seconds are shared evenly by the protocols computed together."""
-    method, e, t = METHODS[name], pair.cfg.eval, pair.cfg.train
+    build and validation seconds are shared evenly by the protocols computed together. A trained model's
+    rows are read back from its run's own evaluation where the run kept its per-user test metrics."""
+    method, e = METHODS[name], pair.cfg.eval
+    out = _from_run(pair, name, options, protocols, ctx)
+    protocols = [p for p in protocols if p not in out]
+    if not protocols:
+        return out
     if ctx.progress:
         log(f"{pair.name}: {name} {options} on {', '.join(protocols)}")
     tic = time.perf_counter()
     scorer, details = method.build(pair, options)
-    valid, score = _valid_score(scorer, pair)
+    valid = public(_valid_score(scorer, pair)[0])
     shared = round((time.perf_counter() - tic) / len(protocols), 3)
-    out = {}
     for protocol in protocols:
         tic = time.perf_counter()
         test = evaluate(scorer, pair.data, "test", [protocol], e.ks, e.batch_size, e.sampled_negatives, e.sample_seed)
-        record = {
-            "method": name, "label": method.label, "protocol": protocol, "options": options,
-            "options_from": method.options_of, "runs": [str(d) for d in pair.dirs], "budget": ctx.budget.name,
-            "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric, "value": score},
-            "valid": public(valid), "test": test[protocol], "details": details,
-            "seconds": {"build_and_validation": shared, "test": round(time.perf_counter() - tic, 3)},
-            "machine": machine_info(),
-        }
-        out[protocol] = record, {f"test/{protocol}/{m}": v for m, v in test["_per_user"][protocol].items()}
+        seconds = {"build_and_validation": shared, "test": round(time.perf_counter() - tic, 3)}
+        out[protocol] = (_record(pair, name, options, protocol, valid, test[protocol], details, seconds, ctx),
+                         {f"test/{protocol}/{m}": v for m, v in test["_per_user"][protocol].items()})
+    return out
+
+
+def _record(pair: Pair, name: str, options: dict, protocol: str, valid: dict, test: dict, details: dict,
+            seconds: dict, ctx: Context) -> dict:
+    """One method's cached test record under one protocol."""
+    method, t = METHODS[name], pair.cfg.train
+    return {
+        "method": name, "label": method.label, "protocol": protocol, "options": options,
+        "options_from": method.options_of, "runs": [str(d) for d in pair.dirs], "budget": ctx.budget.name,
+        "selection": {"split": "valid", "protocol": t.select_protocol, "metric": t.select_metric,
+                      "value": valid[t.select_protocol][t.select_metric]},
+        "valid": valid, "test": test, "details": details, "seconds": seconds, "machine": machine_info(),
+    }
+
+
+def _from_run(pair: Pair, name: str, options: dict, protocols: list[str], ctx: Context) -> dict[str, tuple]:
+    """The rows of a method that is a trained run as it is (model A, B, B(G)), read back from the run's own
+    validation and test evaluation, for the protocols the run scored with the table's evaluation settings and
+    kept per-user metrics of (runs trained before those were kept have none: they are scored again)."""
+    method = METHODS[name]
+    run = pair.dirs[0 if method.models == "a" else 1]
+    if not (method.is_run and (run / TEST_OUTCOMES).is_file()):
+        return {}
+    result = json.loads((run / RESULT).read_text())
+    settings = {key: value for key, value in dataclasses.asdict(pair.cfg.eval).items() if key != "protocols"}
+    if any(result["config"]["eval"].get(key) != value for key, value in settings.items()):
+        return {}
+    select = pair.cfg.train.select_protocol
+    if select not in result["valid"]:
+        return {}
+    valid = {select: result["valid"][select]}
+    with np.load(run / TEST_OUTCOMES) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    seconds = {"build_and_validation": 0.0, "test": 0.0}  # spent, and counted, in the run itself
+    out = {}
+    for protocol in (p for p in protocols if p in result["test"]):
+        record = _record(pair, name, options, protocol, valid, result["test"][protocol], {}, seconds, ctx)
+        record["read_from"] = f"{run / RESULT} and {TEST_OUTCOMES}"
+        out[protocol] = record, {f"test/{key}": v for key, v in arrays.items() if key.startswith(f"{protocol}/")}
     return out
 
 
