@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -178,6 +179,11 @@ def test_trained_models_rows_are_read_from_their_runs_and_equal_scoring_them_aga
         assert arrays.keys() == arrays_again.keys() and f"test/{protocol}/ndcg@10" in arrays
         for key, values in arrays.items():
             np.testing.assert_array_equal(values, arrays_again[key])
+    monkeypatch.undo()
+    other = dataclasses.replace(pair, cfg=copy.deepcopy(pair.cfg))
+    other.cfg.eval.sample_seed += 1  # the run's own evaluation drew other negatives: it is not the table's
+    assert tables._from_run(other, "model-a", {}, ["full", "sampled"], ctx) == {}
+    assert tables._from_run(pair, "average", {"tensors": "all"}, ["full"], ctx) == {}  # a merge is no run
 
 
 def test_a_rerun_trains_and_evaluates_nothing(table1, monkeypatch):
