@@ -253,15 +253,16 @@ def evaluation_report(model: Recommender, data: SequenceData, cfg: RunConfig) ->
     """Validation and test metrics under every configured protocol, with the time evaluation took, and the
     per-user test metrics ("<protocol>/<metric>"), kept so that paired tests need not score the run again."""
     report: dict = {}
+    outcomes: dict[str, np.ndarray] = {}
     for split in ("valid", "test"):
         tic = time.perf_counter()
         metrics = evaluate(model, data, split, cfg.eval.protocols, cfg.eval.ks, cfg.eval.batch_size,
                            cfg.eval.sampled_negatives, cfg.eval.sample_seed)
         per_user = metrics.pop("_per_user")
+        if split == "test":
+            outcomes = {f"{p}/{name}": values for p, arrays in per_user.items() for name, values in arrays.items()}
         report[split] = metrics
         report[f"{split}_eval_seconds"] = round(time.perf_counter() - tic, 3)
-    outcomes = {f"{protocol}/{name}": values
-                for protocol, metrics in per_user.items() for name, values in metrics.items()}
     return report, outcomes
 
 
