@@ -270,6 +270,26 @@ def test_requested_pairs_count_every_call_s_cells(tmp_path):
     assert tables.merge_timing(path, call)["pairs_requested"] == 36
 
 
+def test_a_call_reading_back_fewer_methods_or_protocols_keeps_the_others_seconds(tmp_path):
+    path, key = tmp_path / "table1_timing.json", "ml-1m/din/0"
+    both = {"base_runs_seconds": 50.0, "by_method": {"cki": {"selection": 4.0, "sampled": 1.0, "full": 10.0},
+                                                     "average": {"selection": 0.0, "sampled": 0.5, "full": 5.0}}}
+    call = {"requested_cells": [key], "cells": {key: both}}
+    write_json(path, tables.merge_timing(path, call))
+    full_only = {"base_runs_seconds": 50.0, "by_method": {"cki": {"selection": 4.0, "full": 12.0}}}
+    merged = tables.merge_timing(path, {**call, "cells": {key: full_only}})
+    cell = merged["cells"][key]
+    assert cell["by_method"]["cki"] == {"selection": 4.0, "sampled": 1.0, "full": 12.0}  # full recomputed
+    assert cell["by_method"]["average"] == both["by_method"]["average"]  # not read back by this call
+    assert merged["methods_seconds"] == cell["methods_seconds"] == 22.5
+    assert merged["total_seconds"] == 72.5
+    write_json(path, {"cells": {key: {"base_runs_seconds": 50.0, "methods_seconds": 40.0}}})  # before by_method
+    assert tables.merge_timing(path, {**call, "cells": {key: full_only}})["methods_seconds"] == 40.0
+    assert tables.merge_timing(path, call)["methods_seconds"] == 40.0  # 20.5 itemised, the old total a floor
+    waiting = {"base_runs_seconds": 60.0, "methods_seconds": 0.0}  # a base run retrained, the other not yet
+    assert tables.merge_timing(path, {**call, "cells": {key: waiting}})["cells"][key]["methods_seconds"] == 40.0
+
+
 def test_jobs_train_the_pair_side_by_side_with_the_weights_of_one_after_the_other(tiny, tmp_path, monkeypatch):
     _, data = tiny
     weights = {}

@@ -385,7 +385,9 @@ def render(out_dir: str | Path, report: str | Path) -> Path:
              *timing_table({name: t for name, (_, _, t) in loaded.items()}), "",
              "Seconds as recorded when each part was computed, summed over the cells each table itemises; base runs "
              "shared between tables count in each, and a pair's two runs add up even where they trained side by side "
-             "(`--jobs`). The last column holds what sittings before per-cell records "
+             "(`--jobs`). Each cell keeps every method's selection and per-protocol seconds (`by_method`), so a "
+             "call that reads back fewer methods or protocols leaves the others' as recorded. The last column holds "
+             "what sittings before per-cell records "
              "logged as one total: it may include cells recomputed (and itemised) since, so it is not added in. "
              + (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
                 f"{machine['torch_threads']} thread(s) for evaluation." if machine else "")]

@@ -458,7 +458,7 @@ def reproduce_table(
     rows, cells, cell_seconds = [], {}, {}
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         pair, base_seconds = open_pair(table, dataset, backbone, seed, ctx)
-        cell, method_seconds = cell_key(dataset, backbone, seed), 0.0
+        cell, per_method = cell_key(dataset, backbone, seed), {}
         if pair is None:
             if base_seconds:  # one base run done, the other not yet
                 cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
@@ -469,9 +469,9 @@ def reproduce_table(
                 continue
             cells[dataset, backbone, seed, method] = evaluated
             rows += rows_of(name, (dataset, backbone, seed), evaluated, pair.cfg.eval.ks, pair)
-            method_seconds += evaluated.selection_seconds + sum(sum(r["seconds"].values())
-                                                                for r in evaluated.records.values())
-        cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": round(method_seconds, 1)}
+            per_method[method] = {"selection": round(evaluated.selection_seconds, 1),
+                                  **{p: round(sum(r["seconds"].values()), 1) for p, r in evaluated.records.items()}}
+        cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "by_method": per_method}
     outcomes = outcomes_of(cells)
     pooled = dict(outcomes)
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
@@ -529,7 +529,8 @@ def merge_timing(path: Path, timing: dict) -> dict:
     earlier = old.get("earlier_not_itemised")
     if old and "cells" not in old:
         earlier = {k: old[k] for k in ("pairs_complete", "base_runs_seconds", "methods_seconds")}
-    cells = {**old.get("cells", {}), **timing["cells"]}
+    old_cells = old.get("cells", {})
+    cells = {**old_cells, **{key: merge_cell(old_cells.get(key), cell) for key, cell in timing["cells"].items()}}
     base = sum(c["base_runs_seconds"] for c in cells.values())
     methods = sum(c["methods_seconds"] for c in cells.values())
     requested = {*old.get("requested_cells", ()), *timing["requested_cells"], *cells}  # cells: old and new
@@ -540,3 +541,18 @@ def merge_timing(path: Path, timing: dict) -> dict:
     if earlier is not None:
         merged["earlier_not_itemised"] = earlier
     return merged
+
+
+def merge_cell(old: dict | None, new: dict) -> dict:
+    """One cell's seconds: this call's base runs, and each method's selection and per-protocol evaluation
+    seconds from the call that computed them (a call that reads back fewer methods or protocols keeps the
+    others'), methods_seconds their sum. A cell recorded before methods were itemised keeps its total as a floor."""
+    if "by_method" not in new:  # one base run done, no methods yet
+        return new if old is None else {**old, "base_runs_seconds": new["base_runs_seconds"]}
+    kept = (old or {}).get("by_method", {})
+    per_method = {m: {**kept.get(m, {}), **new["by_method"].get(m, {})}
+                  for m in sorted({*kept, *new["by_method"]})}
+    methods = round(sum(sum(parts.values()) for parts in per_method.values()), 1)
+    if old is not None and "by_method" not in old:
+        methods = max(methods, old["methods_seconds"])
+    return {"base_runs_seconds": new["base_runs_seconds"], "methods_seconds": methods, "by_method": per_method}
