@@ -260,7 +260,8 @@ def test_requested_pairs_count_every_call_s_cells(tmp_path):
     seconds = {"base_runs_seconds": 1.0, "methods_seconds": 1.0}
     legacy = {"pairs_requested": 3, "cells": {f"ml-1m/sasrec/{s}": seconds for s in range(3)}}
     write_json(path, legacy)  # written before the requested cells were listed
-    call = {"pairs_requested": 1, "requested_cells": ["douban-music/din/0"], "cells": {"douban-music/din/0": seconds}}
+    itemised = {"base_runs_seconds": 1.0, "by_method": {"cki": {"selection": 0.5, "sampled": 0.5}}}
+    call = {"pairs_requested": 1, "requested_cells": ["douban-music/din/0"], "cells": {"douban-music/din/0": itemised}}
     merged = tables.merge_timing(path, call)
     assert merged["pairs_requested"] == 4  # not max(3, 1): the two calls asked for different cells
     write_json(path, merged)
@@ -286,7 +287,7 @@ def test_a_call_reading_back_fewer_methods_or_protocols_keeps_the_others_seconds
     write_json(path, {"cells": {key: {"base_runs_seconds": 50.0, "methods_seconds": 40.0}}})  # before by_method
     assert tables.merge_timing(path, {**call, "cells": {key: full_only}})["methods_seconds"] == 40.0
     assert tables.merge_timing(path, call)["methods_seconds"] == 40.0  # 20.5 itemised, the old total a floor
-    waiting = {"base_runs_seconds": 60.0, "methods_seconds": 0.0}  # a base run retrained, the other not yet
+    waiting = {"base_runs_seconds": 60.0, "by_method": {}}  # a base run retrained, the other not yet
     assert tables.merge_timing(path, {**call, "cells": {key: waiting}})["cells"][key]["methods_seconds"] == 40.0
 
 

@@ -461,7 +461,7 @@ def reproduce_table(
         cell, per_method = cell_key(dataset, backbone, seed), {}
         if pair is None:
             if base_seconds:  # one base run done, the other not yet
-                cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "methods_seconds": 0.0}
+                cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "by_method": {}}
             continue
         for method in wanted:
             evaluated = evaluate_method(pair, method, ctx)
@@ -547,8 +547,6 @@ def merge_cell(old: dict | None, new: dict) -> dict:
     """One cell's seconds: this call's base runs, and each method's selection and per-protocol evaluation
     seconds from the call that computed them (a call that reads back fewer methods or protocols keeps the
     others'), methods_seconds their sum. A cell recorded before methods were itemised keeps its total as a floor."""
-    if "by_method" not in new:  # one base run done, no methods yet
-        return new if old is None else {**old, "base_runs_seconds": new["base_runs_seconds"]}
     kept = (old or {}).get("by_method", {})
     per_method = {m: {**kept.get(m, {}), **new["by_method"].get(m, {})}
                   for m in sorted({*kept, *new["by_method"]})}
