@@ -287,6 +287,9 @@ def test_a_call_reading_back_fewer_methods_or_protocols_keeps_the_others_seconds
     write_json(path, {"cells": {key: {"base_runs_seconds": 50.0, "methods_seconds": 40.0}}})  # before by_method
     assert tables.merge_timing(path, {**call, "cells": {key: full_only}})["methods_seconds"] == 40.0
     assert tables.merge_timing(path, call)["methods_seconds"] == 40.0  # 20.5 itemised, the old total a floor
+    write_json(path, tables.merge_timing(path, {**call, "cells": {key: full_only}}))
+    again = tables.merge_timing(path, {**call, "cells": {key: full_only}})  # a second call after the legacy one
+    assert again["methods_seconds"] == 40.0
     waiting = {"base_runs_seconds": 60.0, "by_method": {}}  # a base run retrained, the other not yet
     assert tables.merge_timing(path, {**call, "cells": {key: waiting}})["cells"][key]["methods_seconds"] == 40.0
 

@@ -543,14 +543,20 @@ def merge_timing(path: Path, timing: dict) -> dict:
     return merged
 
 
+def _itemised(by_method: dict) -> float:
+    return round(sum(sum(parts.values()) for parts in by_method.values()), 1)
+
+
 def merge_cell(old: dict | None, new: dict) -> dict:
     """One cell's seconds: this call's base runs, and each method's selection and per-protocol evaluation
     seconds from the call that computed them (a call that reads back fewer methods or protocols keeps the
-    others'), methods_seconds their sum. A cell recorded before methods were itemised keeps its total as a floor."""
-    kept = (old or {}).get("by_method", {})
+    others'), methods_seconds their sum. A cell recorded before methods were itemised keeps its total as a floor
+    through every later merge (a methods_seconds above its itemised sum is that floor), since no call can tell
+    which of it was itemised since."""
+    old = old or {}
+    kept = old.get("by_method", {})
     per_method = {m: {**kept.get(m, {}), **new["by_method"].get(m, {})}
                   for m in sorted({*kept, *new["by_method"]})}
-    methods = round(sum(sum(parts.values()) for parts in per_method.values()), 1)
-    if old is not None and "by_method" not in old:
-        methods = max(methods, old["methods_seconds"])
-    return {"base_runs_seconds": new["base_runs_seconds"], "methods_seconds": methods, "by_method": per_method}
+    floor = old.get("methods_seconds", 0.0) if old.get("methods_seconds", 0.0) > _itemised(kept) else 0.0
+    return {"base_runs_seconds": new["base_runs_seconds"], "methods_seconds": max(_itemised(per_method), floor),
+            "by_method": per_method}
