@@ -544,6 +544,7 @@ def merge_timing(path: Path, timing: dict) -> dict:
 
 
 def _itemised(by_method: dict) -> float:
+    """The seconds a cell's by_method adds up to."""
     return round(sum(sum(parts.values()) for parts in by_method.values()), 1)
 
 
@@ -551,8 +552,8 @@ def merge_cell(old: dict | None, new: dict) -> dict:
     """One cell's seconds: this call's base runs, and each method's selection and per-protocol evaluation
     seconds from the call that computed them (a call that reads back fewer methods or protocols keeps the
     others'), methods_seconds their sum. A cell recorded before methods were itemised keeps its total as a floor
-    through every later merge (a methods_seconds above its itemised sum is that floor), since no call can tell
-    which of it was itemised since."""
+    through every later merge (a methods_seconds above its itemised sum is that floor): no call can tell how much
+    of that total has been itemised since."""
     old = old or {}
     kept = old.get("by_method", {})
     per_method = {m: {**kept.get(m, {}), **new["by_method"].get(m, {})}
