@@ -558,6 +558,7 @@ def merge_cell(old: dict | None, new: dict) -> dict:
     kept = old.get("by_method", {})
     per_method = {m: {**kept.get(m, {}), **new["by_method"].get(m, {})}
                   for m in sorted({*kept, *new["by_method"]})}
-    floor = old.get("methods_seconds", 0.0) if old.get("methods_seconds", 0.0) > _itemised(kept) else 0.0
+    recorded = old.get("methods_seconds", 0.0)
+    floor = recorded if recorded > _itemised(kept) else 0.0
     return {"base_runs_seconds": new["base_runs_seconds"], "methods_seconds": max(_itemised(per_method), floor),
             "by_method": per_method}
