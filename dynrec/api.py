@@ -140,13 +140,14 @@ def experiment_dynamic(
 ) -> list[dict]:
     """Static vs dynamic runs over datasets x backbones x seeds (`dynrec experiment dynamic`): train what this
     worker's `variants` lack (cached, resumable), write dynamic_<setting>.csv and .md into out_dir, return
-    the rows. Defaults: the four datasets, the three backbones, seeds 0 1 2, every variant."""
+    the rows. Defaults: the four datasets, the three backbones, seeds 0 1 2, the variants static, dynamic
+    and dynamic-on-a (dynamic-lowrank only when asked for)."""
     from dynrec.experiments import dynamic
     from dynrec.experiments import tables as paper
 
     rows = dynamic.static_vs_dynamic(list(datasets or paper.DATASETS), list(backbones or paper.BACKBONES),
                                      list(seeds or paper.SEEDS), setting, Path(root), threads=threads,
-                                     variants=tuple(variants or dynamic.ALL_VARIANTS))
+                                     variants=tuple(variants or dynamic.DEFAULT_VARIANTS))
     dynamic.write_outputs(rows, setting, Path(out_dir))
     return rows
 

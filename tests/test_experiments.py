@@ -183,6 +183,16 @@ def test_the_paper_grid_does_not_follow_the_yamls_training_cover():
     assert paper.train.cover == "last"  # pinned: the paper-setting runs keep their cache keys
 
 
+def test_the_low_rank_twin_differs_from_the_joint_twin_by_its_generated_form_only():
+    joint, joint_tag = dynamic.twin_config("douban-book", "gru4rec", 1, "paper", "dynamic", 1)
+    low, low_tag = dynamic.twin_config("douban-book", "gru4rec", 1, "paper", "dynamic-lowrank", 1)
+    assert (joint.model.generator_form, low.model.generator_form) == ("full", "lowrank")
+    assert low.model.dynamic and low_tag == "paper-dynamic-lowrank" != joint_tag
+    low.model.generator_form = "full"
+    assert low == joint  # same data, seed, budget and backbone: only the generated heads' form differs
+    assert "dynamic-lowrank" not in dynamic.DEFAULT_VARIANTS  # a grid trains it only when asked
+
+
 def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epochs():
     names = ("ml-1m", "beauty", "douban-music", "douban-book")
     configs = {name: dynamic.twin_config(name, "din", 0, "paper", "static", 1)[0] for name in names}
