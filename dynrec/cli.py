@@ -10,6 +10,7 @@ import yaml
 
 from dynrec import api
 from dynrec.errors import ConfigError, DynrecError
+from dynrec.experiments.dynamic import ALL_VARIANTS, DEFAULT_VARIANTS
 from dynrec.fusion.offline import METHODS
 
 
@@ -86,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs/experiments", help="where the cached runs live")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (1 when two workers share 2 cores; not part of the cache key)")
-    p.add_argument("--variants", nargs="+", choices=["static", "dynamic", "dynamic-lowrank", "dynamic-on-a"],
-                   default=["static", "dynamic", "dynamic-on-a"],
+    p.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(DEFAULT_VARIANTS),
                    help="which runs this worker trains (finished runs of the others are still reported); "
                         "dynamic-lowrank: the joint twin with low-rank generated heads; "
                         "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists")
