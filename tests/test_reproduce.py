@@ -61,7 +61,8 @@ def test_model_a_is_the_grid_run_and_bg_is_dynamic_on_its_frozen_backbone(tmp_pa
     dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, threads=1)
     runs = {tag: cfg for cfg, tag in grid}  # every variant is visited (read back unless it trains)
     assert list(runs) == ["paper-static", "paper-dynamic", "paper-dynamic-lowrank", "paper-dynamic-on-a"]
-    (static, static_tag), twin, (on_a, on_a_tag) = grid[0], runs["paper-dynamic"], grid[-1]
+    static_tag, on_a_tag = "paper-static", "paper-dynamic-on-a"
+    static, twin, on_a = runs[static_tag], runs["paper-dynamic"], runs[on_a_tag]
     ctx = tables.Context(root=tmp_path, threads=2)  # threads are not part of a run's identity
     (a, tag_a), (bg, tag_bg) = tables.base_configs(tables.TABLES["table3"], "ml-1m", "sasrec", 0, ctx)
     assert (runner.config_key(a), tag_a) == (runner.config_key(static), static_tag)  # model A: the grid's run
