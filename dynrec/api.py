@@ -137,18 +137,20 @@ def experiment_dynamic(
     threads: int = 0,
     variants: tuple[str, ...] | None = None,
     out_dir: str | Path = "docs/results",
+    replace_rows: bool = False,
 ) -> list[dict]:
     """Static vs dynamic runs over datasets x backbones x seeds (`dynrec experiment dynamic`): train what this
     worker's `variants` lack (cached, resumable), write dynamic_<setting>.csv and .md into out_dir, return
     the rows. Defaults: the four datasets, the three backbones, seeds 0 1 2, the variants static, dynamic
-    and dynamic-on-a (dynamic-lowrank only when asked for)."""
+    and dynamic-on-a (dynamic-lowrank only when asked for). Committed rows of runs other code trained stay
+    unless `replace_rows`."""
     from dynrec.experiments import dynamic
     from dynrec.experiments import tables as paper
 
     rows = dynamic.static_vs_dynamic(list(datasets or paper.DATASETS), list(backbones or paper.BACKBONES),
                                      list(seeds or paper.SEEDS), setting, Path(root), threads=threads,
                                      variants=tuple(variants or dynamic.DEFAULT_VARIANTS))
-    dynamic.write_outputs(rows, setting, Path(out_dir))
+    dynamic.write_outputs(rows, setting, Path(out_dir), replace_rows)
     return rows
 
 
@@ -167,12 +169,14 @@ def reproduce(
     cached_only: bool = False,
     progress: bool = True,
     jobs: int = 1,
+    replace_rows: bool = False,
 ) -> dict[str, dict]:
     """The CKI paper's Tables 1, 3, 4 (`dynrec reproduce`): train what is missing (cached by config, so a
     reproduction resumes), evaluate every method, write <table>.csv, <table>_tests.csv, <table>_timing.json
     into out_dir and render `report`. `tables`: a name, a list, "all", or "report" (render only). `quick`: a
     smoke budget on ml-100k under runs/quick (not results). `jobs` > 1 trains a pair's two static base runs
-    in that many processes at once. Returns each table's timing."""
+    in that many processes at once. A cell whose committed rows other code trained keeps them unless
+    `replace_rows`. Returns each table's timing."""
     from dynrec.experiments import report as rendering  # here: matplotlib and scipy load only when asked
     from dynrec.experiments import tables as paper
 
@@ -190,7 +194,7 @@ def reproduce(
         torch.set_num_threads(threads)
     ctx = paper.Context(Path(root or ("runs/quick" if quick else "runs/experiments")),
                         paper.QUICK if quick else paper.PAPER, protocols, threads, progress, cached_only,
-                        jobs=jobs)
+                        jobs=jobs, replace_rows=replace_rows)
     datasets = list(datasets or (paper.QUICK_DATASETS if quick else paper.DATASETS))
     seeds = list(seeds or (paper.QUICK_SEEDS if quick else paper.SEEDS))
     backbones = list(backbones or paper.BACKBONES)

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                         "dynamic-lowrank: the joint twin with low-rank generated heads; "
                         "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists")
     p.add_argument("--out-dir", default="docs/results")
+    p.add_argument("--replace-rows", action="store_true",
+                   help="write rows whose committed ones other code trained (a retrain); by default those stay and the "
+                        "log names them, so a stale run left in --root cannot replace a committed result")
 
     p = sub.add_parser("reproduce", help="the CKI paper's Tables 1, 3, 4 (cached, resumable): CSVs, paired tests, "
                                          "charts and docs/results.md")
@@ -113,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="processes that train a pair's two static base runs at once (Tables 1 and 4; each at "
                         "--threads threads, or its share of the cores); 1: one after the other")
+    p.add_argument("--replace-rows", action="store_true",
+                   help="write rows whose committed ones other code trained (a retrain); by default those stay and the "
+                        "log names them, so a stale run left in --root cannot replace a committed result")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("data", help="load a dataset and print its statistics")
@@ -167,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             print(api.results_table(api.demo(args.out_dir, progress=not args.no_progress)))
         elif args.command == "experiment":
             rows = api.experiment_dynamic(args.datasets, args.backbones, args.seeds, args.setting, args.root,
-                                          args.threads, tuple(args.variants), args.out_dir)
+                                          args.threads, tuple(args.variants), args.out_dir, args.replace_rows)
             print(f"{len(rows)} rows -> {args.out_dir}/dynamic_{args.setting}.csv")
         elif args.command == "reproduce":
             timings = api.reproduce(args.table, args.datasets, args.backbones, args.seeds, args.methods, args.quick,
                                     args.protocols, args.threads, args.root, args.out_dir, args.report,
-                                    args.cached_only, progress=not args.no_progress, jobs=args.jobs)
+                                    args.cached_only, progress=not args.no_progress, jobs=args.jobs,
+                                    replace_rows=args.replace_rows)
             for name, timing in timings.items():
                 print(f"{name}: {timing['pairs_complete']}/{timing['pairs_requested']} pairs complete (sampled; "
                       f"{timing['pairs_complete_full']} with full ranking), "

@@ -233,6 +233,40 @@ def test_merge_rows_keeps_tests_over_more_or_other_seeds(tmp_path: Path, capsys:
     assert plain[0] == fewer and [row["cell"] for row in plain] == ["a", "b", "c", "d", "e", "b"]
 
 
+def test_rows_of_runs_other_code_trained_stay_unless_replaced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A committed run's rows stay when this call's run of the same cell was trained by other code (a cached
+    retrain left in the run root would otherwise replace them unseen): logged once per run, with the flag
+    that writes it. The same code, rows that predate the record, or `replace` write this call's rows."""
+    def run(variant: str, build: str | None, ndcg: float) -> list[dict]:
+        return [{"dataset": "d", "backbone": "sasrec", "variant": variant, "setting": "paper", "protocol": protocol,
+                 "seed": 0, "ndcg@10": ndcg, **({"trained_with": build} if build else {})}
+                for protocol in ("full", "sampled")]
+
+    path = tmp_path / "dynamic_paper.csv"
+    runner.write_csv(path, run("static", "aaaa1111", 0.3) + run("dynamic", "aaaa1111", 0.2)
+                     + run("dynamic-on-a", None, 0.1))
+
+    def merged() -> dict[str, tuple[str, ...]]:
+        rows = runner.read_csv(path)
+        assert len(rows) == 6
+        return {row["variant"]: (row["ndcg@10"], row.get("trained_with")) for row in rows}
+
+    calls = run("static", "bbbb2222", 0.7) + run("dynamic", "aaaa1111", 0.25) + run("dynamic-on-a", "bbbb2222", 0.4)
+    dynamic.write_outputs(calls, "paper", tmp_path)
+    assert merged() == {"static": ("0.3", "aaaa1111"), "dynamic": ("0.25", "aaaa1111"),
+                        "dynamic-on-a": ("0.4", "bbbb2222")}
+    out = capsys.readouterr().out
+    assert out.count("kept the committed rows") == 1
+    assert "dynamic_paper.csv: kept the committed rows of ('d', 'sasrec', 'static', 'paper', '0'), trained with " \
+           "aaaa1111: this call's runs were trained with bbbb2222; --replace-rows writes this call's" in out
+    assert "| d | sasrec | static | 1 | 0.3000 |" in (tmp_path / "dynamic_paper.md").read_text()
+    dynamic.write_outputs(calls[:2], "paper", tmp_path, replace=True)
+    assert merged()["static"] == ("0.7", "bbbb2222")
+    assert "replaced the committed rows of ('d', 'sasrec', 'static', 'paper', '0'), trained with aaaa1111" \
+           in capsys.readouterr().out
+    assert "| d | sasrec | static | 1 | 0.7000 |" in (tmp_path / "dynamic_paper.md").read_text()
+
+
 def test_write_csv_keeps_an_existing_files_column_order(tmp_path: Path) -> None:
     """Rewriting a file with rows whose keys come in another order keeps its header (so a commit touches only the
     changed rows), appends new columns and drops columns no row has any more."""

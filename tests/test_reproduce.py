@@ -536,6 +536,25 @@ def test_committed_outcomes_rebuild_the_paired_tests_once_the_run_caches_are_gon
     assert _rows(committed / "table1.csv") == rows
 
 
+def test_a_cell_whose_committed_rows_other_code_trained_keeps_them_unless_replaced(table1, tmp_path, monkeypatch):
+    """Committed rows of a pair that other code trained (a retrain, or a stale cached run in the run root) are
+    neither replaced nor re-archived by a call that reads back the cached pair; replace_rows writes both."""
+    work, out = table1
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    ours = _rows(out / "table1.csv")
+    theirs = [{**row, "trained_with": "0ther000", "ndcg@10": "0.999"} for row in ours]
+    runner.write_csv(committed / "table1.csv", theirs)
+    saved = []
+    monkeypatch.setattr(per_user, "save", lambda path, outcomes: saved.append(path.name) or True)
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a cached run"))
+    args = ("table1", [str(work / "cyclic.txt")], ["sasrec"], [0])
+    tables.reproduce_table(*args, _context(work), committed)
+    assert _rows(committed / "table1.csv") == theirs and saved == []
+    tables.reproduce_table(*args, _context(work, replace_rows=True), committed)
+    assert _rows(committed / "table1.csv") == ours and saved == ["cyclic.txt-sasrec-s0.npz"]
+
+
 def test_side_by_side_summary_sets_the_pair_wall_time_against_its_runs_added(tmp_path):
     from scripts.side_by_side import side_by_side
 

@@ -12,7 +12,9 @@ from dynrec.checkpoint import atomic_write
 from dynrec.config import RunConfig
 from dynrec.experiments.runner import (
     PAPER_SETTING,
+    committed_builds,
     experiment_config,
+    keeps_committed,
     merge_rows,
     outputs_lock,
     run_cached,
@@ -140,15 +142,21 @@ def summary_markdown(rows: list[dict], protocol: str) -> str:
     return "\n".join(lines)
 
 
-ROW_KEY = ("dataset", "backbone", "variant", "setting", "protocol", "seed")
+RUN_KEY = ("dataset", "backbone", "variant", "setting", "seed")  # the rows of one run
+ROW_KEY = (*RUN_KEY[:4], "protocol", "seed")
 
 
-def write_outputs(rows: list[dict], setting: str, out_dir: Path) -> None:
+def write_outputs(rows: list[dict], setting: str, out_dir: Path, replace: bool = False) -> None:
     """Merge the rows into dynamic_<setting>.csv (rows of runs not read back this time are kept; see
-    runner.merge_rows) and render dynamic_<setting>.md from the merged rows."""
+    runner.merge_rows; committed rows of runs trained by other code stay unless `replace`, see
+    runner.keeps_committed) and render dynamic_<setting>.md from the merged rows."""
+    path = out_dir / f"dynamic_{setting}.csv"
     with outputs_lock(out_dir):  # another worker may be merging into the same file
-        rows = merge_rows(out_dir / f"dynamic_{setting}.csv", rows, ROW_KEY)
-        write_csv(out_dir / f"dynamic_{setting}.csv", rows)
+        builds = committed_builds(path, RUN_KEY)
+        runs = {tuple(row[k] for k in RUN_KEY): row.get("trained_with", "unrecorded") for row in rows}
+        kept = {run for run, build in runs.items() if keeps_committed(path, builds, run, build, replace)}
+        rows = merge_rows(path, [row for row in rows if tuple(row[k] for k in RUN_KEY) not in kept], ROW_KEY)
+        write_csv(path, rows)
         text = [f"# Static vs dynamic, {setting} setting", ""]
         for protocol in sorted({r["protocol"] for r in rows}):
             text += [f"## {protocol} protocol (test)", "", summary_markdown(rows, protocol), ""]

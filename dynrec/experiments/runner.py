@@ -157,6 +157,33 @@ def read_csv(path: Path) -> list[dict]:
         return [{key: value for key, value in row.items() if value != ""} for row in csv.DictReader(f)]
 
 
+def committed_builds(path: Path, unit: tuple[str, ...]) -> dict[tuple[str, ...], set[str]]:
+    """The code that trained the committed rows of `path` (their `trained_with` column), per unit: the columns
+    in `unit` that name one run or one pair of runs. Rows that predate that column are left out."""
+    builds: dict[tuple[str, ...], set[str]] = {}
+    for row in read_csv(path):
+        if row.get("trained_with", "unrecorded") != "unrecorded":
+            builds.setdefault(tuple(str(row[k]) for k in unit), set()).add(row["trained_with"])
+    return builds
+
+
+def keeps_committed(path: Path, builds: dict[tuple[str, ...], set[str]], unit: tuple, build: str,
+                    replace: bool) -> bool:
+    """Whether the committed rows of `unit` stay instead of this call's: they were trained by other code than
+    the runs this call trained or read back, which may be a retrain or another sitting's run left in the run
+    root, and either would otherwise replace them unseen. `replace` writes this call's rows; both are logged.
+    Runs that predate the record (`build` 'unrecorded') are not compared."""
+    unit = tuple(str(v) for v in unit)
+    others = builds.get(unit, set()) - {build}
+    if not others or build == "unrecorded":
+        return False
+    done = "replaced" if replace else "kept"
+    hint = "" if replace else "; --replace-rows writes this call's"
+    log(f"{path.name}: {done} the committed rows of {unit}, trained with {' '.join(sorted(others))}: this call's "
+        f"runs were trained with {build}{hint}")
+    return not replace
+
+
 def _pooled(row: dict) -> frozenset[str] | None:
     """The seeds a paired-test row pooled; None for rows written before the `pooled_seeds` column."""
     return frozenset(str(row["pooled_seeds"]).split()) if "pooled_seeds" in row else None

@@ -35,7 +35,9 @@ from dynrec.experiments.cache import payload_key, read_arrays, read_record, writ
 from dynrec.experiments.dynamic import frozen_dynamic_config, twin_config
 from dynrec.experiments.methods import METHODS, Method, Pair, check_frozen_on
 from dynrec.experiments.runner import (
+    committed_builds,
     config_key,
+    keeps_committed,
     merge_rows,
     outputs_lock,
     run_cached,
@@ -52,7 +54,8 @@ SEEDS = (0, 1, 2)
 QUICK_DATASETS, QUICK_SEEDS = ("ml-100k",), (0, 1)  # the smoke run's defaults
 B_SEED_OFFSET = 100  # Tables 1 and 4: model B is the static run of seed s + 100, never another pair's model A
 TESTED_METRICS = ("ndcg@10", "hr@10")
-ROW_KEY = ("dataset", "backbone", "seed", "method", "protocol")  # one row of <table>.csv
+CELL_KEY = ("dataset", "backbone", "seed")  # one pair of base runs
+ROW_KEY = (*CELL_KEY, "method", "protocol")  # one row of <table>.csv
 TEST_KEY = ("dataset", "backbone", "protocol", "metric", "method", "versus")  # one row of <table>_tests.csv
 FUSION_ROWS = ("magnitude", "ensemble", "average", "task-arithmetic", "ties", "dare", "cki", "cki-hard", "cki-learned")
 
@@ -115,6 +118,7 @@ class Context:
     progress: bool = False
     cached_only: bool = False  # report what exists; train and evaluate nothing
     jobs: int = 1  # processes that train a pair's two base runs side by side (Tables 1 and 4)
+    replace_rows: bool = False  # write cells whose committed rows other code trained (runner.keeps_committed)
     loaded: dict[str, SequenceData] = field(default_factory=dict)
 
     def data(self, cfg: RunConfig) -> SequenceData:
@@ -456,6 +460,7 @@ def reproduce_table(
     table, started = TABLES[name], time.perf_counter()
     wanted = [m for m in table.methods if methods is None or m in methods]
     rows, cells, cell_seconds = [], {}, {}
+    builds = committed_builds(out_dir / f"{name}.csv", CELL_KEY)
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         pair, base_seconds = open_pair(table, dataset, backbone, seed, ctx)
         cell, per_method = cell_key(dataset, backbone, seed), {}
@@ -463,6 +468,9 @@ def reproduce_table(
             if base_seconds:  # one base run done, the other not yet
                 cell_seconds[cell] = {"base_runs_seconds": round(base_seconds, 1), "by_method": {}}
             continue
+        if keeps_committed(out_dir / f"{name}.csv", builds, (Path(dataset).name, backbone, seed), pair.trained_with,
+                           ctx.replace_rows):
+            continue  # its committed rows, per-user outcomes and seconds stay as they are
         for method in wanted:
             evaluated = evaluate_method(pair, method, ctx)
             if evaluated is None:
