@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(DEFAULT_VARIANTS),
                    help="which runs this worker trains (finished runs of the others are still reported); "
                         "dynamic-lowrank: the joint twin with low-rank generated heads; "
-                        "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists")
+                        "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists; "
+                        "dynamic-on-a-epoch0: the same, its start (epoch 0) among the epochs validation selects")
     p.add_argument("--out-dir", default="docs/results")
     p.add_argument("--replace-rows", action="store_true",
                    help="write rows whose committed ones other code trained (a retrain); by default those stay and the "

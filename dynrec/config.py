@@ -69,6 +69,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     init_from: str | None = None  # a static run dir whose weights start the (dynamic) model's backbone
     freeze_backbone: bool = False  # train only the generator: generated heads stay in the static model's space
+    select_start: bool = False  # validate the starting weights as epoch 0 too: a run from init_from that never
+    # beats its start on validation returns its start
 
 
 @dataclass

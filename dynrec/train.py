@@ -166,6 +166,28 @@ def train(
         return _train(cfg, data, resume, progress)
 
 
+def _validate(model: torch.nn.Module, data: SequenceData, cfg: RunConfig) -> float:
+    """The selection score on validation (its protocol and metric)."""
+    t = cfg.train
+    valid = evaluate(model, data, "valid", [t.select_protocol], cfg.eval.ks, cfg.eval.batch_size,
+                     cfg.eval.sampled_negatives, cfg.eval.sample_seed)
+    return valid[t.select_protocol][t.select_metric]
+
+
+def _select_start(model: torch.nn.Module, data: SequenceData, cfg: RunConfig, state: dict) -> None:
+    """Validate the starting weights as epoch 0 and keep them as the best so far (train.select_start), so the
+    epochs that follow are selected only where they beat the start; the next state saved records it."""
+    t = cfg.train
+    rng = torch.get_rng_state()  # the epochs that follow draw what they would have drawn without this check
+    score = _validate(model, data, cfg)
+    torch.set_rng_state(rng)
+    state.update(best=score, best_epoch=0)
+    save_checkpoint(cfg.run_dir(), model, cfg, data)
+    record = {"epoch": 0, f"valid_{t.select_protocol}_{t.select_metric}": score}
+    state["history"].append(record)
+    log(" ".join(f"{k}={v}" for k, v in record.items()))
+
+
 def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bool) -> dict:
     t = cfg.train
     if t.threads:
@@ -197,6 +219,8 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         if len(sessions) > 1 and (note := _changed_arithmetic(sessions[-2]["machine"], sessions[-1]["machine"])):
             log(f"note: {run_dir} {note}")
     started = time.perf_counter()
+    if t.select_start and state["epoch"] == 0 and not state["history"]:
+        _select_start(model, data, cfg, state)
     while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
         epoch = state["epoch"]
         tic = time.perf_counter()
@@ -204,9 +228,7 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         record = {"epoch": epoch + 1, "loss": round(loss, 5), "train_seconds": round(time.perf_counter() - tic, 3)}
         state["train_seconds"] += record["train_seconds"]
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-            valid = evaluate(model, data, "valid", [t.select_protocol], cfg.eval.ks, cfg.eval.batch_size,
-                             cfg.eval.sampled_negatives, cfg.eval.sample_seed)
-            score = valid[t.select_protocol][t.select_metric]
+            score = _validate(model, data, cfg)
             record[f"valid_{t.select_protocol}_{t.select_metric}"] = score
             if score > state["best"]:
                 state.update(best=score, best_epoch=epoch + 1, bad_checks=0)

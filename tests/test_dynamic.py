@@ -3,6 +3,8 @@ on the history and only on it, gradients reach the generator, and the low-rank f
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -148,3 +150,31 @@ def test_dynamic_on_a_frozen_static_model(tmp_path, cyclic_file):
     assert all(torch.equal(before[name], after[f"backbone.{name}"]) for name in before)  # frozen: unchanged
     assert any(name.startswith("generator.") for name in after)
     assert result["test"]["full"]["ndcg@10"] > 0
+
+
+def test_select_start_keeps_a_start_no_epoch_beats_and_leaves_the_epochs_unchanged(tmp_path, cyclic_file):
+    """With train.select_start the starting weights are validated as epoch 0: a run whose epochs never beat it
+    (lr 0) returns its start; otherwise its epochs (losses, validation, selection) are those of the run without."""
+    tiny = ["model.hidden_size=16", "model.max_len=10", "model.head_hidden=[16]", "model.dropout=0.2",
+            "train.batch_size=16", "eval.sampled_negatives=10", "eval.protocols=[sampled]"]
+    train(load_config(None, [f"data.dataset={cyclic_file}", f"out_dir={tmp_path / 'static'}", *tiny,
+                             "train.epochs=3", "train.lr=0.01"]), progress=False)
+
+    def on_static(name: str, *extra: str) -> dict:
+        cfg = load_config(None, [f"data.dataset={cyclic_file}", f"out_dir={tmp_path / name}", *tiny, "train.epochs=3",
+                                 "model.dynamic=true", f"train.init_from={tmp_path / 'static'}",
+                                 "train.freeze_backbone=true", *extra])
+        return train(cfg, progress=False)
+
+    still = on_static("still", "train.lr=0", "train.select_start=true", "train.patience=2")
+    assert still["selection"]["best_epoch"] == 0 and still["epochs"] == 2  # patience 2 after epoch 0
+    assert still["history"][0] == {"epoch": 0, "valid_full_ndcg@10": still["selection"]["best_value"]}
+    moved = on_static("moved", "train.lr=0.01", "train.select_start=true")
+    plain = on_static("plain", "train.lr=0.01")
+    history = [[{k: v for k, v in record.items() if k != "train_seconds"} for record in
+                json.loads((tmp_path / run / "result.json").read_text())["history"]] for run in ("moved", "plain")]
+    assert history[0][0]["epoch"] == 0 and history[0][1:] == history[1] and len(history[1]) == 3
+    assert moved["selection"]["best_value"] >= history[0][0]["valid_full_ndcg@10"]
+    if moved["selection"]["best_epoch"] > 0:  # the same epoch, the same weights
+        assert moved["selection"] == plain["selection"] and moved["test"] == plain["test"]
+

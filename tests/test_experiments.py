@@ -193,6 +193,20 @@ def test_the_low_rank_twin_differs_from_the_joint_twin_by_its_generated_form_onl
     assert "dynamic-lowrank" not in dynamic.DEFAULT_VARIANTS  # a grid trains it only when asked
 
 
+def test_the_epoch0_variant_is_the_generator_on_a_with_its_start_selectable_and_a_key_of_its_own():
+    root = Path("runs/experiments")
+    on_a, tag = dynamic.variant_config("douban-book", "gru4rec", 1, "paper", "dynamic-on-a", 1, root)
+    start, start_tag = dynamic.variant_config("douban-book", "gru4rec", 1, "paper", "dynamic-on-a-epoch0", 1, root)
+    assert (on_a.train.select_start, start.train.select_start) == (False, True)
+    assert start.train.freeze_backbone and start.train.init_from == on_a.train.init_from
+    assert (tag, start_tag) == ("paper-dynamic-on-a", "paper-dynamic-on-a-epoch0")
+    assert runner.config_key(start) != runner.config_key(on_a)
+    assert runner.config_key(on_a) == "d3df81abfc"  # its key from before train.select_start: cached runs stay valid
+    start.train.select_start = False
+    assert start == on_a
+    assert "dynamic-on-a-epoch0" not in dynamic.DEFAULT_VARIANTS
+
+
 def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epochs():
     names = ("ml-1m", "beauty", "douban-music", "douban-book")
     configs = {name: dynamic.twin_config(name, "din", 0, "paper", "static", 1)[0] for name in names}

@@ -52,7 +52,8 @@ def config_key(cfg: RunConfig) -> str:
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
-    for key, default in (("cover", "last"), ("init_seed", None)):  # added later: runs made before keep their keys
+    for key, default in (("cover", "last"), ("init_seed", None), ("select_start", False)):  # added later: runs made
+        # before keep their keys
         if values["train"][key] == default:
             values["train"].pop(key)
     if values["train"].get("init_from"):
