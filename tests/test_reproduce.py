@@ -60,7 +60,8 @@ def test_model_a_is_the_grid_run_and_bg_is_dynamic_on_its_frozen_backbone(tmp_pa
                         grid.append((cfg, tag)) or {})
     dynamic.static_vs_dynamic(["ml-1m"], ["sasrec"], [0], "paper", tmp_path, threads=1)
     runs = {tag: cfg for cfg, tag in grid}  # every variant is visited (read back unless it trains)
-    assert list(runs) == ["paper-static", "paper-dynamic", "paper-dynamic-lowrank", "paper-dynamic-on-a"]
+    assert list(runs) == ["paper-static", "paper-dynamic", "paper-dynamic-lowrank", "paper-dynamic-on-a",
+                          "paper-dynamic-on-a-epoch0"]
     static_tag, on_a_tag = "paper-static", "paper-dynamic-on-a"
     static, twin, on_a = runs[static_tag], runs["paper-dynamic"], runs[on_a_tag]
     ctx = tables.Context(root=tmp_path, threads=2)  # threads are not part of a run's identity
