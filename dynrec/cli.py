@@ -13,6 +13,9 @@ from dynrec.errors import ConfigError, DynrecError
 from dynrec.experiments.dynamic import ALL_VARIANTS, DEFAULT_VARIANTS
 from dynrec.fusion.offline import METHODS
 
+REPLACE_ROWS_HELP = ("write rows whose committed ones other code trained (a retrain); by default those stay and the "
+                     "log names them, so a stale run left in --root cannot replace a committed result")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynrec", description=__doc__)
@@ -93,9 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                         "dynamic-on-a: the generator on the static twin's frozen backbone, once that twin exists; "
                         "dynamic-on-a-epoch0: the same, its start (epoch 0) among the epochs validation selects")
     p.add_argument("--out-dir", default="docs/results")
-    p.add_argument("--replace-rows", action="store_true",
-                   help="write rows whose committed ones other code trained (a retrain); by default those stay and the "
-                        "log names them, so a stale run left in --root cannot replace a committed result")
+    p.add_argument("--replace-rows", action="store_true", help=REPLACE_ROWS_HELP)
 
     p = sub.add_parser("reproduce", help="the CKI paper's Tables 1, 3, 4 (cached, resumable): CSVs, paired tests, "
                                          "charts and docs/results.md")
@@ -117,9 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="processes that train a pair's two static base runs at once (Tables 1 and 4; each at "
                         "--threads threads, or its share of the cores); 1: one after the other")
-    p.add_argument("--replace-rows", action="store_true",
-                   help="write rows whose committed ones other code trained (a retrain); by default those stay and the "
-                        "log names them, so a stale run left in --root cannot replace a committed result")
+    p.add_argument("--replace-rows", action="store_true", help=REPLACE_ROWS_HELP)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("data", help="load a dataset and print its statistics")

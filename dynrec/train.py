@@ -219,7 +219,7 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         if len(sessions) > 1 and (note := _changed_arithmetic(sessions[-2]["machine"], sessions[-1]["machine"])):
             log(f"note: {run_dir} {note}")
     started = time.perf_counter()
-    if t.select_start and state["epoch"] == 0 and not state["history"]:
+    if t.select_start and state["epoch"] == 0:  # a fresh run: a resumed state is saved after an epoch
         _select_start(model, data, cfg, state)
     while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
         epoch = state["epoch"]

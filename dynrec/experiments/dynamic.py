@@ -153,6 +153,11 @@ RUN_KEY = ("dataset", "backbone", "variant", "setting", "seed")  # the rows of o
 ROW_KEY = (*RUN_KEY[:4], "protocol", "seed")
 
 
+def _run_of(row: dict) -> tuple:
+    """The run a row belongs to (its RUN_KEY values)."""
+    return tuple(row[k] for k in RUN_KEY)
+
+
 def write_outputs(rows: list[dict], setting: str, out_dir: Path, replace: bool = False) -> None:
     """Merge the rows into dynamic_<setting>.csv (rows of runs not read back this time are kept; see
     runner.merge_rows; committed rows of runs trained by other code stay unless `replace`, see
@@ -160,9 +165,9 @@ def write_outputs(rows: list[dict], setting: str, out_dir: Path, replace: bool =
     path = out_dir / f"dynamic_{setting}.csv"
     with outputs_lock(out_dir):  # another worker may be merging into the same file
         builds = committed_builds(path, RUN_KEY)
-        runs = {tuple(row[k] for k in RUN_KEY): row.get("trained_with", "unrecorded") for row in rows}
+        runs = {_run_of(row): row.get("trained_with", "unrecorded") for row in rows}
         kept = {run for run, build in runs.items() if keeps_committed(path, builds, run, build, replace)}
-        rows = merge_rows(path, [row for row in rows if tuple(row[k] for k in RUN_KEY) not in kept], ROW_KEY)
+        rows = merge_rows(path, [row for row in rows if _run_of(row) not in kept], ROW_KEY)
         write_csv(path, rows)
         text = [f"# Static vs dynamic, {setting} setting", ""]
         for protocol in sorted({r["protocol"] for r in rows}):
