@@ -207,6 +207,35 @@ def test_the_epoch0_variant_is_the_generator_on_a_with_its_start_selectable_and_
     assert "dynamic-on-a-epoch0" not in dynamic.DEFAULT_VARIANTS
 
 
+def test_generator_settings_change_only_their_overrides_and_keep_the_grid_run_as_default():
+    from scripts.generator_settings import setting_config
+
+    root = Path("runs/experiments")
+    grid, grid_tag = dynamic.variant_config("douban-book", "gru4rec", 2, "paper", "dynamic-on-a-epoch0", 1, root)
+    default, default_tag = setting_config("douban-book", "gru4rec", 2, "default", [], 1, root)
+    slow, slow_tag = setting_config("douban-book", "gru4rec", 2, "lr1e-4", ["train.lr=0.0001"], 1, root)
+    assert (default, default_tag) == (grid, grid_tag)  # the default setting reads the grid's own run back
+    assert slow_tag == "paper-dynamic-on-a-epoch0-lr1e-4" and slow.train.lr == 0.0001
+    assert runner.config_key(slow) != runner.config_key(grid)
+    slow.train.lr = grid.train.lr
+    assert slow == grid  # same start, data, seed and budget: only the override differs
+
+
+def test_generator_settings_summary_averages_seeds_and_lists_the_selected_epochs():
+    from scripts.generator_settings import summary
+
+    def row(setting, seed, start, test):
+        return {"dataset": "beauty", "backbone": "sasrec", "setting": setting, "seed": str(seed), "best_epoch": seed,
+                "valid_epoch0": start, "valid_epoch1": start - 0.01, "valid_best": start,
+                "test_sampled_ndcg@10": test, "test_full_ndcg@10": test / 10}
+
+    lines = summary([row("wd1", 0, 0.30, 0.20), row("default", 1, 0.40, 0.30), row("default", 0, 0.20, 0.10)])
+    assert lines.splitlines()[2:] == [
+        "| beauty | sasrec | default | 2 | 0.3000 | 0.2900 | 0.3000 | 0, 1 | 0.2000 | 0.0200 |",
+        "| beauty | sasrec | wd1 | 1 | 0.3000 | 0.2900 | 0.3000 | 0 | 0.2000 | 0.0200 |",
+    ]
+
+
 def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epochs():
     names = ("ml-1m", "beauty", "douban-music", "douban-book")
     configs = {name: dynamic.twin_config(name, "din", 0, "paper", "static", 1)[0] for name in names}

@@ -1,0 +1,105 @@
+"""Where the generator on A's frozen backbone switches itself off (docs/dynamic.md), would a gentler or a more
+regularised generator help? Trains the grid's `dynamic-on-a-epoch0` run under other settings and records each
+run's validation curve at its start, the epoch validation selects and that epoch's test metrics:
+
+    python scripts/generator_settings.py --datasets douban-book --backbones gru4rec --seeds 0 1 2 \\
+        --setting lr1e-4 train.lr=0.0001 --setting wd1 train.weight_decay=1.0 \\
+        --setting window3 model.generator_window=3 --out docs/results/generator_settings
+
+The setting `default` (the variant as the grid trains it) is always included. Runs are cached under --root
+beside the grid's, whose static runs they start from (train those first: `dynrec experiment dynamic --variants
+static`). Rows merge into OUT.csv by (dataset, backbone, seed, setting), so workers may split the cells, and
+OUT.md is rewritten from every row. Selection uses validation only; the test columns are read, never chosen on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from dynrec.checkpoint import atomic_write
+from dynrec.config import RunConfig, apply_overrides, config_from_dict
+from dynrec.experiments.dynamic import variant_config
+from dynrec.experiments.runner import merge_rows, outputs_lock, read_csv, run_cached, write_csv
+from dynrec.machine import trained_with
+
+VARIANT = "dynamic-on-a-epoch0"
+KEY = ("dataset", "backbone", "seed", "setting")
+CURVE = 5  # validation scores kept per run: epochs 0..CURVE-1
+
+
+def setting_config(dataset: str, backbone: str, seed: int, setting: str, overrides: list[str], threads: int,
+                   root: Path) -> tuple[RunConfig, str]:
+    """The variant's grid config with `overrides` applied, and its directory tag (the grid's own for `default`)."""
+    cfg, tag = variant_config(dataset, backbone, seed, "paper", VARIANT, threads, root)
+    tag = tag if setting == "default" else f"{tag}-{setting}"
+    return config_from_dict(apply_overrides(cfg.to_dict(), overrides)), tag
+
+
+def run_row(dataset: str, backbone: str, seed: int, setting: str, overrides: list[str], threads: int,
+            root: Path) -> dict:
+    """Train (or read back) one run of the variant under `overrides`; its row of the table."""
+    cfg, tag = setting_config(dataset, backbone, seed, setting, overrides, threads, root)
+    result = run_cached(cfg, root, tag)
+    curve = {f"valid_epoch{h['epoch']}": h["valid_sampled_ndcg@10"] for h in result["history"][:CURVE]}
+    return {"dataset": dataset, "backbone": backbone, "seed": seed, "setting": setting,
+            "overrides": " ".join(overrides), "epochs": result["epochs"],
+            "best_epoch": result["selection"]["best_epoch"], "valid_best": result["selection"]["best_value"],
+            **curve, "test_sampled_ndcg@10": result["test"]["sampled"]["ndcg@10"],
+            "test_full_ndcg@10": result["test"]["full"]["ndcg@10"], "trained_with": trained_with(result),
+            "cpu": result["machine"].get("cpu_id", result["machine"]["cpu"])}
+
+
+def summary(rows: list[dict]) -> str:
+    """Mean over seeds per cell and setting: validation at epochs 0 and 1, the best, the epochs selected and
+    the selected epoch's test NDCG@10 (sampled and full)."""
+    lines = ["| dataset | backbone | setting | seeds | valid, epoch 0 | valid, epoch 1 | valid, best | epochs selected "
+             "| test sampled NDCG@10 | test full NDCG@10 |", "|" + " --- |" * 10]
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        cells.setdefault((row["dataset"], row["backbone"], row["setting"]), []).append(row)
+    order = sorted(cells, key=lambda c: (c[0], c[1], c[2] != "default", c[2]))
+    for dataset, backbone, setting in order:
+        group = sorted(cells[dataset, backbone, setting], key=lambda r: int(r["seed"]))
+
+        def mean(column: str, group: list[dict] = group) -> str:
+            return f"{statistics.fmean(float(r[column]) for r in group):.4f}"
+
+        epochs = ", ".join(str(r["best_epoch"]) for r in group)
+        lines.append(f"| {dataset} | {backbone} | {setting} | {len(group)} | {mean('valid_epoch0')} | "
+                     f"{mean('valid_epoch1')} | {mean('valid_best')} | {epochs} | {mean('test_sampled_ndcg@10')} | "
+                     f"{mean('test_full_ndcg@10')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", required=True)
+    parser.add_argument("--backbones", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--setting", dest="settings", nargs="+", action="append", default=[],
+                        metavar=("NAME", "KEY=VALUE"), help="a named setting and its config overrides (repeatable)")
+    parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/generator_settings"))
+    args = parser.parse_args()
+    settings = {"default": [], **{name: overrides for name, *overrides in args.settings}}
+    rows = [run_row(dataset, backbone, seed, name, overrides, args.threads, args.root)
+            for dataset in args.datasets for backbone in args.backbones for name, overrides in settings.items()
+            for seed in args.seeds]
+    path = args.out.with_suffix(".csv")
+    with outputs_lock(path.parent):
+        write_csv(path, merge_rows(path, rows, KEY))
+        rows = read_csv(path)
+        cpus = ", ".join(sorted({r["cpu"] for r in rows}))
+        text = ["# The generator on A's frozen backbone under other settings", "",
+                f"Written by `scripts/generator_settings.py` ({path.name}; every run one thread on {cpus}). Variant "
+                f"`{VARIANT}`: validation may keep epoch 0 (A's weights plus the untrained generator's small "
+                "deltas). Sampled validation NDCG@10 and the test NDCG@10 of the epoch it selects, mean over seeds.",
+                "", summary(rows), ""]
+        atomic_write(path.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(text)))
+
+
+if __name__ == "__main__":
+    main()
