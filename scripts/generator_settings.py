@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/results/generator_settings"))
     args = parser.parse_args()
+    if any(name == "default" for name, *_ in args.settings):
+        parser.error("--setting: 'default' names the grid's own run; choose another name")
     settings = {"default": [], **{name: overrides for name, *overrides in args.settings}}
     rows = [run_row(dataset, backbone, seed, name, overrides, args.threads, args.root)
             for dataset in args.datasets for backbone in args.backbones for name, overrides in settings.items()
@@ -99,7 +101,7 @@ def main() -> None:
         rows = read_csv(path)
         cpus = ", ".join(sorted({r["cpu"] for r in rows}))
         text = ["# The generator on A's frozen backbone under other settings", "",
-                f"Written by `scripts/generator_settings.py` ({path.name}; every run one thread on {cpus}). Variant "
+                f"Written by `scripts/generator_settings.py` ({path.name}; runs trained on {cpus}). Variant "
                 f"`{VARIANT}`: validation may keep epoch 0 (A's weights plus the untrained generator's small "
                 "deltas). Sampled validation NDCG@10 and the test NDCG@10 of the epoch it selects, mean over seeds.",
                 "", summary(rows), ""]
