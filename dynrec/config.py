@@ -41,6 +41,7 @@ class ModelConfig:
     generator_rank: int = 8  # K of the low-rank form; cost O(in K + K^2 + K out) per sample instead of O(in out)
     generator_window: int = 10  # recent items the gru source reads (the DUET setting: 10)
     code_size: int = 32  # size of the code z every generated weight is a linear function of
+    generator_dropout: float = 0.0  # dropout on z while training: fewer of a window's details reach its head
 
 
 @dataclass

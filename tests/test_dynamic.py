@@ -130,6 +130,24 @@ def test_a_zero_generator_is_the_static_model():
     assert torch.allclose(model.score_all(seq)[:, 1:], model.backbone.score_all(seq)[:, 1:], atol=1e-5)
 
 
+def test_generator_dropout_acts_on_the_code_in_training_only():
+    seq = _histories()
+    plain, dropped = _dynamic("sasrec"), _dynamic("sasrec")
+    dropped.generator.code_dropout = torch.nn.Dropout(0.5)
+    dropped.eval()
+    assert isinstance(plain.generator.code_dropout, torch.nn.Identity)  # off: no module draws random numbers
+    assert torch.equal(dropped.score_all(seq), plain.score_all(seq))  # eval mode: the same model
+    dropped.train()
+    torch.manual_seed(1)
+    first = dropped.generate(seq)[0][0]
+    assert not torch.allclose(first, dropped.generate(seq)[0][0])  # each pass drops other parts of z
+    assert not torch.allclose(first, plain.generate(seq)[0][0])
+    built = build_model(tiny_model_config("gru4rec", dynamic=True, generator_dropout=0.3), N_ITEMS)
+    assert built.generator.code_dropout.p == 0.3
+    with pytest.raises(ConfigError, match=r"model.generator_dropout: 1.0 is not in \[0, 1\)"):
+        build_model(tiny_model_config("gru4rec", dynamic=True, generator_dropout=1.0), N_ITEMS)
+
+
 def test_din_refuses_the_backbone_source():
     with pytest.raises(ConfigError, match="din has no candidate-free state"):
         build_model(tiny_model_config("din", dynamic=True, generator_source="backbone"), N_ITEMS)

@@ -52,10 +52,11 @@ def config_key(cfg: RunConfig) -> str:
     values.pop("out_dir")
     values["train"].pop("threads")
     values["train"].pop("device")
-    for key, default in (("cover", "last"), ("init_seed", None), ("select_start", False)):  # added later: runs made
-        # before keep their keys
-        if values["train"][key] == default:
-            values["train"].pop(key)
+    added_later = (("train", "cover", "last"), ("train", "init_seed", None), ("train", "select_start", False),
+                   ("model", "generator_dropout", 0.0))
+    for section, key, default in added_later:  # at their defaults, runs made before they existed keep their keys
+        if values[section][key] == default:
+            values[section].pop(key)
     if values["train"].get("init_from"):
         values["train"]["init_from"] = canonical_path(values["train"]["init_from"])
     return payload_key(values)

@@ -37,11 +37,15 @@ class HeadGenerator(nn.Module):
             raise ConfigError(f"model.generator_source: {cfg.generator_source!r} is not one of {SOURCES}")
         if cfg.generator_form not in FORMS:
             raise ConfigError(f"model.generator_form: {cfg.generator_form!r} is not one of {FORMS}")
+        if not 0 <= cfg.generator_dropout < 1:
+            raise ConfigError(f"model.generator_dropout: {cfg.generator_dropout} is not in [0, 1)")
         self.source, self.form, self.window = cfg.generator_source, cfg.generator_form, cfg.generator_window
         self.shapes = list(layer_shapes)
         z, k = cfg.code_size, cfg.generator_rank
         self.gru = nn.GRU(d, d, batch_first=True) if self.source == "gru" else None
         self.to_code = nn.Sequential(nn.Linear(d, z), nn.Tanh(), nn.Linear(z, z), nn.Tanh())
+        # no module at all when off, so runs without it draw the same random numbers as before it existed
+        self.code_dropout = nn.Dropout(cfg.generator_dropout) if cfg.generator_dropout > 0 else nn.Identity()
         width = (lambda i, o: i * o) if self.form == "full" else (lambda i, o: k * k)
         self.splits = [n for i, o in self.shapes for n in (width(i, o), o)]  # per layer: weight delta, bias delta
         self.maps = nn.Linear(z, sum(self.splits))  # every layer's deltas in one matmul: fewer ops per request
@@ -68,7 +72,7 @@ class HeadGenerator(nn.Module):
     def forward(self, z: torch.Tensor, static: Weights) -> Weights:
         """The per-sample weights W_i = W0 + delta(z_i), b_i = b0 + delta_b(z_i), one set per row of z."""
         weights: Weights = []
-        deltas = self.maps(z).split(self.splits, dim=1)  # weight delta, bias delta, weight delta, ...
+        deltas = self.maps(self.code_dropout(z)).split(self.splits, dim=1)  # weight delta, bias delta, ...
         for index, ((fan_in, fan_out), (w0, b0)) in enumerate(zip(self.shapes, static, strict=True)):
             delta, bias = deltas[2 * index], b0 + deltas[2 * index + 1]  # (N, in*out or K*K), (N, out)
             if self.form == "full":
