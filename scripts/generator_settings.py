@@ -9,7 +9,8 @@ run's validation curve at its start, the epoch validation selects and that epoch
 The setting `default` (the variant as the grid trains it) is always included. Runs are cached under --root
 beside the grid's, whose static runs they start from (train those first: `dynrec experiment dynamic --variants
 static`). Rows merge into OUT.csv by (dataset, backbone, seed, setting), so workers may split the cells, and
-OUT.md is rewritten from every row. Selection uses validation only; the test columns are read, never chosen on.
+OUT.md is rewritten from every row; a committed row that other code trained stays unless --replace-rows (as
+in `dynrec experiment`). Selection uses validation only; the test columns are read, never chosen on.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ import statistics
 from pathlib import Path
 
 from dynrec.checkpoint import atomic_write
+from dynrec.cli import REPLACE_ROWS_HELP
 from dynrec.config import RunConfig, apply_overrides, config_from_dict
 from dynrec.experiments.dynamic import variant_config
-from dynrec.experiments.runner import merge_rows, outputs_lock, read_csv, run_cached, write_csv
+from dynrec.experiments.runner import (
+    committed_builds,
+    keeps_committed,
+    merge_rows,
+    outputs_lock,
+    read_csv,
+    run_cached,
+    write_csv,
+)
 from dynrec.machine import trained_with
 
 VARIANT = "dynamic-on-a-epoch0"
@@ -78,6 +88,25 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_outputs(rows: list[dict], out: Path, replace: bool = False) -> None:
+    """Merge the rows into OUT.csv (a committed row that other code trained stays unless `replace`) and render
+    OUT.md from every row of it."""
+    path = out.with_suffix(".csv")
+    with outputs_lock(path.parent):
+        builds = committed_builds(path, KEY)  # a retrain by other code does not replace a committed row unseen
+        rows = [row for row in rows if not keeps_committed(path, builds, tuple(row[k] for k in KEY),
+                                                           row["trained_with"], replace)]
+        write_csv(path, merge_rows(path, rows, KEY))
+        rows = read_csv(path)
+        cpus = ", ".join(sorted({r["cpu"] for r in rows}))
+        text = ["# The generator on A's frozen backbone under other settings", "",
+                f"Written by `scripts/generator_settings.py` ({path.name}; runs trained on {cpus}). Variant "
+                f"`{VARIANT}`: validation may keep epoch 0 (A's weights plus the untrained generator's small "
+                "deltas). Sampled validation NDCG@10 and the test NDCG@10 of the epoch it selects, mean over seeds.",
+                "", summary(rows), ""]
+        atomic_write(path.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(text)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", required=True)
@@ -88,6 +117,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/results/generator_settings"))
+    parser.add_argument("--replace-rows", action="store_true", help=REPLACE_ROWS_HELP)
     args = parser.parse_args()
     if any(name == "default" for name, *_ in args.settings):
         parser.error("--setting: 'default' names the grid's own run; choose another name")
@@ -95,17 +125,7 @@ def main() -> None:
     rows = [run_row(dataset, backbone, seed, name, overrides, args.threads, args.root)
             for dataset in args.datasets for backbone in args.backbones for name, overrides in settings.items()
             for seed in args.seeds]
-    path = args.out.with_suffix(".csv")
-    with outputs_lock(path.parent):
-        write_csv(path, merge_rows(path, rows, KEY))
-        rows = read_csv(path)
-        cpus = ", ".join(sorted({r["cpu"] for r in rows}))
-        text = ["# The generator on A's frozen backbone under other settings", "",
-                f"Written by `scripts/generator_settings.py` ({path.name}; runs trained on {cpus}). Variant "
-                f"`{VARIANT}`: validation may keep epoch 0 (A's weights plus the untrained generator's small "
-                "deltas). Sampled validation NDCG@10 and the test NDCG@10 of the epoch it selects, mean over seeds.",
-                "", summary(rows), ""]
-        atomic_write(path.with_suffix(".md"), lambda tmp: tmp.write_text("\n".join(text)))
+    write_outputs(rows, args.out, args.replace_rows)
 
 
 if __name__ == "__main__":

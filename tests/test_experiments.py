@@ -238,6 +238,24 @@ def test_generator_settings_summary_averages_seeds_and_lists_the_selected_epochs
     ]
 
 
+def test_generator_settings_keep_a_committed_row_other_code_trained_unless_replaced(tmp_path):
+    from scripts.generator_settings import write_outputs
+
+    def row(build, test):
+        return {"dataset": "beauty", "backbone": "sasrec", "seed": 0, "setting": "wd1", "best_epoch": 0,
+                "valid_epoch0": 0.3, "valid_epoch1": 0.29, "valid_best": 0.3, "test_sampled_ndcg@10": test,
+                "test_full_ndcg@10": 0.02, "trained_with": build, "cpu": "test cpu"}
+
+    out = tmp_path / "settings"
+    write_outputs([row("aaaa", 0.2)], out)
+    write_outputs([row("bbbb", 0.1)], out)  # a retrain by other code: the committed row stays
+    assert [r["test_sampled_ndcg@10"] for r in runner.read_csv(out.with_suffix(".csv"))] == ["0.2"]
+    write_outputs([row("bbbb", 0.1)], out, replace=True)
+    assert [r["test_sampled_ndcg@10"] for r in runner.read_csv(out.with_suffix(".csv"))] == ["0.1"]
+    assert "| beauty | sasrec | wd1 | 1 | 0.3000 | 0.2900 | 0.3000 | 0 | 0.1000 | 0.0200 | yes |" in \
+        out.with_suffix(".md").read_text()
+
+
 def test_the_paper_setting_trains_every_dataset_with_patience_20_within_300_epochs():
     names = ("ml-1m", "beauty", "douban-music", "douban-book")
     configs = {name: dynamic.twin_config(name, "din", 0, "paper", "static", 1)[0] for name in names}
