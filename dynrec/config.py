@@ -59,7 +59,10 @@ class TrainConfig:
     loss_scale: str = "batch"  # batch: mean per batch (length-bucketed batches weigh every user alike)
     # | uniform: every target position weighs the same, as in randomly drawn batches
     epochs: int = 200  # upper bound; early stopping usually ends sooner
-    patience: int = 20  # validation checks without improvement before stopping
+    patience: int = 20  # validation checks without improvement before stopping (or the next learning-rate decay)
+    lr_decays: int = 0  # times a stalled run restarts from its best weights at lr_decay_factor x its learning
+    # rate (fresh optimizer state) before stopping: a step schedule driven by validation
+    lr_decay_factor: float = 0.1
     eval_every: int = 1  # epochs between validation checks
     select_metric: str = "ndcg@10"  # validation metric that selects the checkpoint
     select_protocol: str = "full"  # full | sampled, for selection on validation

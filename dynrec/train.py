@@ -28,7 +28,7 @@ from dynrec.checkpoint import (
     write_arrays,
     write_json,
 )
-from dynrec.config import RunConfig, config_from_dict
+from dynrec.config import RunConfig, TrainConfig, config_from_dict
 from dynrec.data.batching import sequence_training_rows, uniform_negatives, window_training_samples
 from dynrec.data.preprocess import SequenceData, load_dataset
 from dynrec.errors import CheckpointError, ConfigError
@@ -38,7 +38,8 @@ from dynrec.models import DynamicRecommender, Recommender, build_model
 from dynrec.models.base import training_positions
 
 RESULT = "result.json"
-RESUMABLE_CHANGES = {"epochs", "patience", "device", "threads"}  # train keys that may differ on resume
+# train keys that may differ on resume: a stopped run given more decays continues as if it had had them all along
+RESUMABLE_CHANGES = {"epochs", "patience", "lr_decays", "device", "threads"}
 PROTOCOL_NOTES = {
     "full": "rank all items; the user's earlier items are excluded except the target; ties count against the target",
     "sampled": "target + 99 items the user never interacted with, uniform, seed fixed per dataset; ties count against",
@@ -98,6 +99,9 @@ def _check_config(cfg: RunConfig) -> None:
     for protocol in cfg.eval.protocols:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"eval.protocols: {protocol!r} is not one of {PROTOCOLS}")
+    if t.lr_decays < 0 or not 0 < t.lr_decay_factor < 1:
+        raise ConfigError(f"train.lr_decays={t.lr_decays}, train.lr_decay_factor={t.lr_decay_factor}: expected "
+                          "a count >= 0 and a factor in (0, 1)")
     metric, _, k = t.select_metric.partition("@")
     if metric not in ("ndcg", "hr", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"train.select_metric: {t.select_metric!r} must be ndcg|hr|mrr@K with K in eval.ks")
@@ -188,6 +192,22 @@ def _select_start(model: torch.nn.Module, data: SequenceData, cfg: RunConfig, st
     log(" ".join(f"{k}={v}" for k, v in record.items()))
 
 
+def _trains_on(state: dict, t: TrainConfig) -> bool:
+    """Whether another epoch is due: below the epoch bound, and not stalled past patience with no decay left."""
+    return state["epoch"] < t.epochs and (state["bad_checks"] < t.patience or len(state["decays"]) < t.lr_decays)
+
+
+def _decay(model: torch.nn.Module, trainable: list, cfg: RunConfig, state: dict) -> torch.optim.Optimizer:
+    """Restart a stalled run from its best weights at the next lower learning rate, with a fresh optimizer."""
+    t = cfg.train
+    load_weights(model, cfg.run_dir() / WEIGHTS)
+    lr = t.lr * t.lr_decay_factor ** (len(state["decays"]) + 1)
+    state["decays"].append({"after_epoch": state["epoch"], "from_best_epoch": state["best_epoch"], "lr": lr})
+    state["bad_checks"] = 0
+    log(f"validation stalled: epoch {state['epoch']} restarts from epoch {state['best_epoch']} at lr {lr:g}")
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=t.weight_decay)
+
+
 def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bool) -> dict:
     t = cfg.train
     if t.threads:
@@ -214,14 +234,17 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
     # who trained which epochs (results may differ by build and machine); a state saved before sessions were
     # recorded has its earlier epochs' code unrecorded
     sessions = state.setdefault("sessions", [{"from_epoch": 0, "machine": {}}] if state["epoch"] else [])
-    if state["epoch"] < t.epochs and state["bad_checks"] < t.patience:  # this call trains: name it
+    state.setdefault("decays", [])  # a state saved before lr_decays existed has had none
+    if _trains_on(state, t):  # this call trains: name it
         sessions.append({"from_epoch": state["epoch"], "machine": machine_info()})
         if len(sessions) > 1 and (note := _changed_arithmetic(sessions[-2]["machine"], sessions[-1]["machine"])):
             log(f"note: {run_dir} {note}")
     started = time.perf_counter()
     if t.select_start and state["epoch"] == 0:  # a fresh run: a resumed state is saved after an epoch
         _select_start(model, data, cfg, state)
-    while state["epoch"] < t.epochs and state["bad_checks"] < t.patience:
+    while _trains_on(state, t):
+        if state["bad_checks"] >= t.patience:
+            optimizer = _decay(model, trainable, cfg, state)
         epoch = state["epoch"]
         tic = time.perf_counter()
         loss = _train_epoch(model, optimizer, inputs, targets, cfg, generator, device, epoch, progress)
@@ -261,6 +284,7 @@ def _train(cfg: RunConfig, data: SequenceData | None, resume: bool, progress: bo
         "wall_seconds_this_session": round(time.perf_counter() - started, 2),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "history": state["history"],
+        "lr_decays": state["decays"],
         "machine": machine_info(),
         "sessions": state["sessions"],
     }

@@ -26,6 +26,9 @@ def test_config_key_ignores_placement_but_not_content():
     assert runner.config_key(load_config(None, ["train.cover=all"])) != runner.config_key(b)
     assert runner.config_key(load_config(None, ["model.generator_dropout=0.0"])) == runner.config_key(b)
     assert runner.config_key(load_config(None, ["model.generator_dropout=0.2"])) != runner.config_key(b)
+    assert runner.config_key(load_config(None, ["train.lr_decays=0", "train.lr_decay_factor=0.1"])) == \
+        runner.config_key(b)
+    assert runner.config_key(load_config(None, ["train.lr_decays=1"])) != runner.config_key(b)
 
 
 def test_the_first_cached_record_wins_and_both_writers_get_it_back(tmp_path):

@@ -197,6 +197,40 @@ def test_resume_refuses_a_changed_config(tmp_path, cyclic_file):
         train(_cfg(tmp_path, cyclic_file, "train.epochs=2", "model.hidden_size=8"), progress=False)
 
 
+def test_a_stalled_run_restarts_from_its_best_weights_at_a_lower_rate(tmp_path, cyclic_file):
+    """lr_decays: after `patience` checks without gain the run reloads its best weights and trains on at
+    lr x factor; a tiny factor leaves those weights as they were, so validation repeats the best score."""
+    cfg = _cfg(tmp_path, cyclic_file, "train.epochs=40", "train.patience=2", "train.lr_decays=1",
+               "train.lr_decay_factor=1.0e-9")
+    result = train(cfg, progress=False)
+    [decay] = result["lr_decays"]
+    scores = {r["epoch"]: r["valid_full_ndcg@10"] for r in result["history"]}
+    assert decay["after_epoch"] == decay["from_best_epoch"] + 2 and decay["lr"] == pytest.approx(0.01 * 1e-9)
+    assert scores[decay["after_epoch"]] <= scores[decay["from_best_epoch"]]  # it had stalled
+    after = [scores[e] for e in range(decay["after_epoch"] + 1, result["epochs"] + 1)]
+    assert after == pytest.approx([scores[decay["from_best_epoch"]]] * 2)  # two more checks, then it stops
+    state = torch.load(tmp_path / "run" / STATE, weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 1e-9)
+    best = load_file(str(tmp_path / "run" / WEIGHTS))  # the last epoch's weights are still the best epoch's
+    assert all(torch.allclose(state["model"][name], best[name], atol=1e-6) for name in best)
+
+
+def test_a_stopped_run_given_a_decay_continues_as_if_it_had_had_it_all_along(tmp_path, cyclic_file):
+    settings = ["train.epochs=40", "train.patience=2", "train.lr_decay_factor=0.5"]
+    whole = train(_cfg(tmp_path / "whole", cyclic_file, *settings, "train.lr_decays=1"), progress=False)
+    stopped = train(_cfg(tmp_path / "split", cyclic_file, *settings), progress=False)
+    assert stopped["lr_decays"] == [] and stopped["epochs"] < whole["epochs"]
+    resumed = train(_cfg(tmp_path / "split", cyclic_file, *settings, "train.lr_decays=1"), progress=False)
+    def scores(result: dict) -> list[tuple]:
+        return [(r["epoch"], r["loss"], r["valid_full_ndcg@10"]) for r in result["history"]]
+
+    assert scores(resumed) == scores(whole) and resumed["lr_decays"] == whole["lr_decays"] != []
+    ours, theirs = (load_file(str(path / "run" / WEIGHTS)) for path in (tmp_path / "split", tmp_path / "whole"))
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+    with pytest.raises(ConfigError, match=r"lr_decay_factor=1\.5"):
+        train(_cfg(tmp_path / "bad", cyclic_file, "train.lr_decays=1", "train.lr_decay_factor=1.5"), progress=False)
+
+
 def _run_cli(out: Path, cyclic_file: Path, epochs: int) -> subprocess.Popen:
     args = [sys.executable, "-m", "dynrec.cli", "train", "--no-progress", "--set", f"data.dataset={cyclic_file}",
             "--set", f"out_dir={out}", "--set", f"train.epochs={epochs}", "--set", "model.dropout=0.2",

@@ -53,7 +53,7 @@ def config_key(cfg: RunConfig) -> str:
     values["train"].pop("threads")
     values["train"].pop("device")
     added_later = (("train", "cover", "last"), ("train", "init_seed", None), ("train", "select_start", False),
-                   ("model", "generator_dropout", 0.0))
+                   ("model", "generator_dropout", 0.0), ("train", "lr_decays", 0), ("train", "lr_decay_factor", 0.1))
     for section, key, default in added_later:  # at their defaults, runs made before they existed keep their keys
         if values[section][key] == default:
             values[section].pop(key)
