@@ -215,16 +215,18 @@ def test_a_stalled_run_restarts_from_its_best_weights_at_a_lower_rate(tmp_path, 
     assert all(torch.allclose(state["model"][name], best[name], atol=1e-6) for name in best)
 
 
+def _epoch_scores(result: dict) -> list[tuple]:
+    """Each epoch's loss and validation score (the timings differ between runs)."""
+    return [(r["epoch"], r["loss"], r["valid_full_ndcg@10"]) for r in result["history"]]
+
+
 def test_a_stopped_run_given_a_decay_continues_as_if_it_had_had_it_all_along(tmp_path, cyclic_file):
     settings = ["train.epochs=40", "train.patience=2", "train.lr_decay_factor=0.5"]
     whole = train(_cfg(tmp_path / "whole", cyclic_file, *settings, "train.lr_decays=1"), progress=False)
     stopped = train(_cfg(tmp_path / "split", cyclic_file, *settings), progress=False)
     assert stopped["lr_decays"] == [] and stopped["epochs"] < whole["epochs"]
     resumed = train(_cfg(tmp_path / "split", cyclic_file, *settings, "train.lr_decays=1"), progress=False)
-    def scores(result: dict) -> list[tuple]:
-        return [(r["epoch"], r["loss"], r["valid_full_ndcg@10"]) for r in result["history"]]
-
-    assert scores(resumed) == scores(whole) and resumed["lr_decays"] == whole["lr_decays"] != []
+    assert _epoch_scores(resumed) == _epoch_scores(whole) and resumed["lr_decays"] == whole["lr_decays"] != []
     ours, theirs = (load_file(str(path / "run" / WEIGHTS)) for path in (tmp_path / "split", tmp_path / "whole"))
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
     with pytest.raises(ConfigError, match=r"lr_decay_factor=1\.5"):
